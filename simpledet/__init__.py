@@ -1,0 +1,12 @@
+"""SimpleDet: object detection on MXNet's symbolic API.
+
+Importing the package sets MXNet's CPU thread count (unless OMP_NUM_THREADS is set) and loads
+the operator library once, so ``mx.sym.contrib.FPNROIAlign`` & co. exist afterwards.
+"""
+from simpledet.ops.library import load_library
+from simpledet.utils.threads import configure_threads
+
+__version__ = "0.1.0"
+
+configure_threads()
+load_library()
