@@ -96,61 +96,127 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
   })
 }
 
-// Per-roi pooling plan: which map, batch index, geometry; batch < 0 marks an empty roi.
-struct RoiPlan {
-  int level, batch;
-  RoiGeometry g;
+// Bilinear taps of every sample point, computed once per roi and reused for all channels
+// (the sample geometry does not depend on the channel). Weights already include the 1/count
+// of the bin average; samples outside the map have zero weight.
+struct Tap {
+  int32_t idx[4];
+  float w[4];
+};
+
+struct RoiTaps {
+  int level = 0, batch = -1;   // batch < 0: padding roi, pools to zero
+  int samples_per_bin = 0;
+  int64_t offset = 0;          // first tap of bin 0 in the flat tap array
 };
 
 template <typename T>
-std::vector<RoiPlan> plan_rois(const T* rois, int64_t n, int batch, const FPNROIAlignParam& p) {
-  std::vector<RoiPlan> plans(n);
+std::vector<RoiTaps> plan_rois(const T* rois, int64_t n, int batch, const FPNROIAlignParam& p,
+                               const std::vector<int>& hs, const std::vector<int>& ws,
+                               std::vector<Tap>* taps) {
+  std::vector<RoiTaps> plans(n);
+  std::vector<RoiGeometry> geoms(n);
+  const int64_t bins = static_cast<int64_t>(p.pooled_h) * p.pooled_w;
+  int64_t total = 0;
   for (int64_t i = 0; i < n; ++i) {
     const T* r = rois + i * 5;
     float box[4] = {static_cast<float>(r[1]), static_cast<float>(r[2]),
                     static_cast<float>(r[3]), static_cast<float>(r[4])};
     int b = static_cast<int>(r[0]);
-    plans[i].batch = (b >= 0 && b < batch) ? b : -1;
-    plans[i].level = fpn_assign_level(box, p);
-    plans[i].g = roi_geometry(box, p.strides[plans[i].level], p);
+    RoiTaps& pl = plans[i];
+    pl.batch = (b >= 0 && b < batch) ? b : -1;
+    if (pl.batch < 0) continue;
+    pl.level = fpn_assign_level(box, p);
+    geoms[i] = roi_geometry(box, p.strides[pl.level], p);
+    pl.samples_per_bin = std::max(geoms[i].grid_h * geoms[i].grid_w, 0);
+    pl.offset = total;
+    total += bins * pl.samples_per_bin;
   }
+  taps->assign(total, Tap{});
+  parallel_for(n, [&](int64_t i) {
+    const RoiTaps& pl = plans[i];
+    if (pl.batch < 0 || pl.samples_per_bin == 0) return;
+    const RoiGeometry& g = geoms[i];
+    const int h = hs[pl.level], w = ws[pl.level];
+    const float inv_count = 1.f / pl.samples_per_bin;
+    Tap* out = taps->data() + pl.offset;
+    for (int ph = 0; ph < p.pooled_h; ++ph) {
+      for (int pw = 0; pw < p.pooled_w; ++pw) {
+        for (int iy = 0; iy < g.grid_h; ++iy) {
+          float y = g.start_h + ph * g.bin_h + (iy + .5f) * g.bin_h / g.grid_h;
+          for (int ix = 0; ix < g.grid_w; ++ix, ++out) {
+            float x = g.start_w + pw * g.bin_w + (ix + .5f) * g.bin_w / g.grid_w;
+            BilinearTap t = bilinear_tap(y, x, h, w);
+            if (!t.valid) continue;  // stays {0 indices, 0 weights}
+            for (int k = 0; k < 4; ++k) {
+              out->idx[k] = t.idx[k];
+              out->w[k] = t.w[k] * inv_count;
+            }
+          }
+        }
+      }
+    }
+  });
   return plans;
 }
 
+// Copies a (B, C, H, W) map to (B, H, W, C), so that one bilinear tap reads C contiguous
+// values and the channel loop vectorises.
+template <typename T>
+void to_channels_last(const T* src, int batch, int channels, int h, int w, T* dst) {
+  constexpr int kBlock = 16;
+  parallel_for(static_cast<int64_t>(batch) * h, [&](int64_t row) {
+    const int64_t b = row / h, y = row % h;
+    for (int c0 = 0; c0 < channels; c0 += kBlock) {
+      const int c1 = std::min(channels, c0 + kBlock);
+      for (int x = 0; x < w; ++x) {
+        T* out = dst + ((b * h + y) * w + x) * channels;
+        for (int c = c0; c < c1; ++c) out[c] = src[((b * channels + c) * h + y) * w + x];
+      }
+    }
+  });
+}
+
+// Forward in two steps: maps are copied channels-last (only levels that some roi uses), then
+// each roi accumulates all channels of a bin at once from its precomputed taps.
 template <typename T>
 void forward_cpu(const T* rois, int64_t n, const std::vector<const T*>& maps,
                  const std::vector<int>& hs, const std::vector<int>& ws, int batch,
                  int channels, const FPNROIAlignParam& p, T* out) {
-  std::vector<RoiPlan> plans = plan_rois(rois, n, batch, p);
+  std::vector<Tap> taps;
+  std::vector<RoiTaps> plans = plan_rois(rois, n, batch, p, hs, ws, &taps);
   const int64_t bins = static_cast<int64_t>(p.pooled_h) * p.pooled_w;
-  parallel_for(n * channels, [&](int64_t job) {
-    int64_t i = job / channels;
-    int c = static_cast<int>(job % channels);
-    T* dst = out + job * bins;
-    const RoiPlan& pl = plans[i];
+  std::vector<std::vector<T>> nhwc(p.num_levels);
+  for (const RoiTaps& pl : plans) {
+    if (pl.batch < 0 || !nhwc[pl.level].empty()) continue;
+    const int l = pl.level;
+    nhwc[l].resize(static_cast<size_t>(batch) * channels * hs[l] * ws[l]);
+    to_channels_last(maps[l], batch, channels, hs[l], ws[l], nhwc[l].data());
+  }
+  parallel_for(n, [&](int64_t i) {
+    const RoiTaps& pl = plans[i];
+    T* dst = out + i * channels * bins;
     if (pl.batch < 0) {
-      std::fill_n(dst, bins, T(0));
+      std::fill_n(dst, channels * bins, T(0));
       return;
     }
-    int h = hs[pl.level], w = ws[pl.level];
-    const T* src = maps[pl.level] + (static_cast<int64_t>(pl.batch) * channels + c) * h * w;
-    const RoiGeometry& g = pl.g;
-    T count = static_cast<T>(std::max(g.grid_h * g.grid_w, 1));
-    for (int ph = 0; ph < p.pooled_h; ++ph) {
-      for (int pw = 0; pw < p.pooled_w; ++pw) {
-        T sum = 0;
-        for (int iy = 0; iy < g.grid_h; ++iy) {
-          float y = g.start_h + ph * g.bin_h + (iy + .5f) * g.bin_h / g.grid_h;
-          for (int ix = 0; ix < g.grid_w; ++ix) {
-            float x = g.start_w + pw * g.bin_w + (ix + .5f) * g.bin_w / g.grid_w;
-            BilinearTap t = bilinear_tap(y, x, h, w);
-            if (!t.valid) continue;
-            for (int k = 0; k < 4; ++k) sum += static_cast<T>(t.w[k]) * src[t.idx[k]];
-          }
+    const int64_t plane = static_cast<int64_t>(hs[pl.level]) * ws[pl.level];
+    const T* src = nhwc[pl.level].data() + pl.batch * plane * channels;
+    std::vector<T> acc(bins * channels, T(0));  // (bins, C)
+    const Tap* tap = taps.data() + pl.offset;
+    for (int64_t bin = 0; bin < bins; ++bin) {
+      T* a = acc.data() + bin * channels;
+      for (int s = 0; s < pl.samples_per_bin; ++s, ++tap) {
+        for (int k = 0; k < 4; ++k) {
+          const T wk = tap->w[k];
+          if (wk == T(0)) continue;
+          const T* v = src + static_cast<int64_t>(tap->idx[k]) * channels;
+          for (int c = 0; c < channels; ++c) a[c] += wk * v[c];
         }
-        dst[ph * p.pooled_w + pw] = sum / count;
       }
     }
+    for (int c = 0; c < channels; ++c)
+      for (int64_t bin = 0; bin < bins; ++bin) dst[c * bins + bin] = acc[bin * channels + c];
   });
 }
 
@@ -159,30 +225,21 @@ template <typename T>
 void backward_cpu(const T* rois, int64_t n, const T* grad_out, const std::vector<T*>& grads,
                   const std::vector<int>& hs, const std::vector<int>& ws, int batch,
                   int channels, const FPNROIAlignParam& p) {
-  std::vector<RoiPlan> plans = plan_rois(rois, n, batch, p);
+  std::vector<Tap> taps;
+  std::vector<RoiTaps> plans = plan_rois(rois, n, batch, p, hs, ws, &taps);
   const int64_t bins = static_cast<int64_t>(p.pooled_h) * p.pooled_w;
   parallel_for(channels, [&](int64_t c) {
     for (int64_t i = 0; i < n; ++i) {
-      const RoiPlan& pl = plans[i];
+      const RoiTaps& pl = plans[i];
       if (pl.batch < 0) continue;
-      int h = hs[pl.level], w = ws[pl.level];
-      T* dst = grads[pl.level] + (static_cast<int64_t>(pl.batch) * channels + c) * h * w;
+      const int64_t plane = static_cast<int64_t>(hs[pl.level]) * ws[pl.level];
+      T* dst = grads[pl.level] + (static_cast<int64_t>(pl.batch) * channels + c) * plane;
       const T* top = grad_out + (i * channels + c) * bins;
-      const RoiGeometry& g = pl.g;
-      T count = static_cast<T>(std::max(g.grid_h * g.grid_w, 1));
-      for (int ph = 0; ph < p.pooled_h; ++ph) {
-        for (int pw = 0; pw < p.pooled_w; ++pw) {
-          T diff = top[ph * p.pooled_w + pw] / count;
-          for (int iy = 0; iy < g.grid_h; ++iy) {
-            float y = g.start_h + ph * g.bin_h + (iy + .5f) * g.bin_h / g.grid_h;
-            for (int ix = 0; ix < g.grid_w; ++ix) {
-              float x = g.start_w + pw * g.bin_w + (ix + .5f) * g.bin_w / g.grid_w;
-              BilinearTap t = bilinear_tap(y, x, h, w);
-              if (!t.valid) continue;
-              for (int k = 0; k < 4; ++k) dst[t.idx[k]] += static_cast<T>(t.w[k]) * diff;
-            }
-          }
-        }
+      const Tap* tap = taps.data() + pl.offset;
+      for (int64_t bin = 0; bin < bins; ++bin) {
+        const T diff = top[bin];
+        for (int s = 0; s < pl.samples_per_bin; ++s, ++tap)
+          for (int k = 0; k < 4; ++k) dst[tap->idx[k]] += tap->w[k] * diff;
       }
     }
   });

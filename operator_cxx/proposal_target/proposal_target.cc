@@ -1,0 +1,412 @@
+// Proposal target sampling (Faster R-CNN box-head targets), CPU implementation, host sampling
+// shared with the GPU path, and registration as _contrib_ProposalTarget.
+//
+// Inputs: rois (B*R, 5) [batch_idx, x1, y1, x2, y2] as B contiguous blocks of R rows (column 0
+// is not read: block b belongs to image b); gt_boxes (B, G, 5) [x1, y1, x2, y2, class], rows
+// with class <= 0 are padding. Outputs, S = image_rois rows per image, image b's rows at
+// [b*S, (b+1)*S): rois (B*S, 5) with batch_idx = b; labels (B*S,); bbox_targets and
+// bbox_weights (B*S, 4*num_classes), or (B*S, 4) when class_agnostic. All float32.
+//
+// Per image, the candidates are its R rois followed by its valid gt boxes (row order). Each gets
+// its max IoU with the valid gts (+1 convention) and the gt reaching it (first on ties).
+// fg: max_iou >= fg_thresh; bg: not fg and bg_thresh_lo <= max_iou < bg_thresh_hi; with no
+// valid gt every candidate is bg. num_fg = min(round_half_even(fg_fraction * S), #fg) sampled
+// without replacement; the other S - num_fg rows are bg, without replacement when there are
+// enough, else every bg plus uniform repeats; with no bg at all they are label -1 rows holding
+// the image's first candidate with zero weights. Rows: fg block (ascending candidate index),
+// bg block (ascending), fill rows.
+//
+// Randomness: CPU uses MXNet's seeded CPU rand states (state s serves images s, s + 1024, ...),
+// so mx.random.seed reproduces the sampling. The GPU path samples on the host with a
+// std::mt19937 seeded from MXNet's GPU rand state 0, whose Philox counter it then advances
+// (see gpu_host_rng), which is equally reproducible under mx.random.seed.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "proposal_target.h"
+#include "simpledet_op.h"
+
+namespace simpledet {
+namespace {
+
+const char* kOpName = "ProposalTarget";
+
+float fraction_attr(const Attrs& attrs, const std::string& key, double fallback) {
+  double v = attr_double(attrs, key, fallback);
+  if (!(v >= 0.0 && v <= 1.0))
+    throw AttrError(key + " must be in [0, 1], got " + std::to_string(v));
+  return static_cast<float>(v);
+}
+
+ProposalTargetParam parse_param(const Attrs& attrs) {
+  ProposalTargetParam p;
+  if (!find_attr(attrs, "num_classes"))
+    throw AttrError("num_classes is required (number of classes including background, >= 2)");
+  int64_t num_classes = attr_int(attrs, "num_classes", 0);
+  if (num_classes < 2 || num_classes > (1 << 20))
+    throw AttrError("num_classes counts the background and must be >= 2, got " +
+                    std::to_string(num_classes));
+  p.num_classes = static_cast<int>(num_classes);
+  int64_t image_rois = attr_int(attrs, "image_rois", 512);
+  if (image_rois < 1 || image_rois > (1 << 24))
+    throw AttrError("image_rois must be >= 1, got " + std::to_string(image_rois));
+  p.image_rois = static_cast<int>(image_rois);
+  double fg_fraction = attr_double(attrs, "fg_fraction", 0.25);
+  if (!(fg_fraction >= 0.0 && fg_fraction <= 1.0))
+    throw AttrError("fg_fraction must be in [0, 1], got " + std::to_string(fg_fraction));
+  p.fg_fraction = fg_fraction;
+  p.fg_thresh = fraction_attr(attrs, "fg_thresh", 0.5);
+  p.bg_thresh_hi = fraction_attr(attrs, "bg_thresh_hi", 0.5);
+  p.bg_thresh_lo = fraction_attr(attrs, "bg_thresh_lo", 0.0);
+  if (p.bg_thresh_lo > p.bg_thresh_hi)
+    throw AttrError("bg_thresh_lo (" + std::to_string(p.bg_thresh_lo) +
+                    ") must be <= bg_thresh_hi (" + std::to_string(p.bg_thresh_hi) + ")");
+  std::vector<double> means = attr_list(attrs, "bbox_means", {0., 0., 0., 0.});
+  std::vector<double> stds = attr_list(attrs, "bbox_stds", {0.1, 0.1, 0.2, 0.2});
+  if (means.size() != 4)
+    throw AttrError("bbox_means must hold 4 numbers (dx, dy, dw, dh), got " +
+                    std::to_string(means.size()));
+  if (stds.size() != 4)
+    throw AttrError("bbox_stds must hold 4 numbers (dx, dy, dw, dh), got " +
+                    std::to_string(stds.size()));
+  for (int i = 0; i < 4; ++i) {
+    if (!std::isfinite(means[i])) throw AttrError("bbox_means must be finite");
+    if (!(stds[i] > 0.0) || !std::isfinite(stds[i]))
+      throw AttrError("bbox_stds must be positive, got " + std::to_string(stds[i]));
+    p.means[i] = static_cast<float>(means[i]);
+    p.stds[i] = static_cast<float>(stds[i]);
+  }
+  p.class_agnostic = attr_bool(attrs, "class_agnostic", false);
+  return p;
+}
+
+int target_width(const ProposalTargetParam& p) { return p.class_agnostic ? 4 : 4 * p.num_classes; }
+
+MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
+  SIMPLEDET_TRY(kOpName, {
+    parse_param(attrs);
+    *num_in = 2;
+    *num_out = 4;
+    return MX_SUCCESS;
+  })
+}
+
+MXReturnValue infer_type(const Attrs&, std::vector<int>* in, std::vector<int>* out) {
+  const char* names[2] = {"rois", "gt_boxes"};
+  for (int i = 0; i < 2; ++i) {
+    if (in->at(i) != kFloat32) {
+      MX_ERROR_MSG << kOpName << ": " << names[i] << " must be float32, got "
+                   << dtype_name(in->at(i));
+      return MX_FAIL;
+    }
+  }
+  for (auto& t : *out) t = kFloat32;
+  return MX_SUCCESS;
+}
+
+MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
+                          std::vector<std::vector<unsigned int>>* out) {
+  SIMPLEDET_TRY(kOpName, {
+    ProposalTargetParam p = parse_param(attrs);
+    const auto& rois = in->at(0);
+    const auto& gt = in->at(1);
+    // MXNet 1.x passes unknown dims (and zero-size ones: 0 means unknown there) as -1.
+    const unsigned int unknown = static_cast<unsigned int>(-1);
+    for (int i = 0; i < 2; ++i) {
+      for (unsigned int dim : in->at(i)) {
+        if (dim == unknown || dim == 0) {
+          MX_ERROR_MSG << kOpName << ": " << (i ? "gt_boxes" : "rois") << " has an unknown or "
+                       << "zero-size dimension; MXNet 1.x extension ops need known, non-empty "
+                       << "input shapes (give images without boxes padding rows of class -1)";
+          return MX_FAIL;
+        }
+      }
+    }
+    if (rois.size() != 2 || rois[1] != 5) {
+      MX_ERROR_MSG << kOpName << ": rois must be (B*R, 5) [batch_idx, x1, y1, x2, y2], got "
+                   << shape_str(rois);
+      return MX_FAIL;
+    }
+    if (gt.size() != 3 || gt[2] != 5 || gt[0] < 1) {
+      MX_ERROR_MSG << kOpName << ": gt_boxes must be (B, G, 5) [x1, y1, x2, y2, class] with "
+                   << "B >= 1, got " << shape_str(gt);
+      return MX_FAIL;
+    }
+    if (rois[0] % gt[0] != 0) {
+      MX_ERROR_MSG << kOpName << ": rois has " << rois[0] << " rows, not a multiple of the "
+                   << "batch size " << gt[0] << " (gt_boxes.shape[0]); rois must be B blocks "
+                   << "of R rows";
+      return MX_FAIL;
+    }
+    unsigned int rows = gt[0] * static_cast<unsigned int>(p.image_rois);
+    unsigned int width = static_cast<unsigned int>(target_width(p));
+    out->at(0) = {rows, 5};
+    out->at(1) = {rows};
+    out->at(2) = {rows, width};
+    out->at(3) = {rows, width};
+    return MX_SUCCESS;
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host sampling, shared by the CPU and GPU paths.
+
+// Uniform integer in [0, n), n >= 1, by rejection (unbiased, platform independent).
+uint32_t rand_below(std::mt19937& rng, uint32_t n) {
+  const uint32_t threshold = static_cast<uint32_t>(-n) % n;  // 2^32 mod n
+  for (;;) {
+    uint32_t r = static_cast<uint32_t>(rng());
+    if (r >= threshold) return r % n;
+  }
+}
+
+// k distinct entries of `pool` (k <= pool.size()) in ascending order; the whole pool (no random
+// draw) when k == pool.size().
+std::vector<int64_t> sample_without_replacement(std::vector<int64_t> pool, size_t k,
+                                                std::mt19937& rng) {
+  if (k < pool.size()) {
+    for (size_t i = 0; i < k; ++i) {
+      size_t j = i + rand_below(rng, static_cast<uint32_t>(pool.size() - i));
+      std::swap(pool[i], pool[j]);
+    }
+    pool.resize(k);
+    std::sort(pool.begin(), pool.end());
+  }
+  return pool;
+}
+
+struct ImageInput {
+  const float* rois;     // R rows of 5 (box at +1)
+  int64_t num_rois;      // R
+  const float* gts;      // G rows of 5
+  int num_gt;            // G
+  const float* max_iou;  // R + G entries (candidate_overlap per candidate)
+  const int* argmax;
+};
+
+// Rows for image b: out_rois (S, 5), labels (S,), targets / weights (S, width).
+void sample_image(const ProposalTargetParam& p, int b, const ImageInput& in, std::mt19937& rng,
+                  float* out_rois, float* labels, float* targets, float* weights) {
+  const int64_t R = in.num_rois, K = R + in.num_gt, S = p.image_rois;
+  std::vector<int64_t> fg, bg;
+  int64_t first = -1;
+  for (int64_t k = 0; k < K; ++k) {
+    if (k >= R && !(in.gts[(k - R) * 5 + 4] > 0.f)) continue;  // padding gt row
+    if (first < 0) first = k;
+    float o = in.max_iou[k];
+    if (in.argmax[k] < 0) bg.push_back(k);  // image without gt: everything is background
+    else if (o >= p.fg_thresh) fg.push_back(k);
+    else if (o >= p.bg_thresh_lo && o < p.bg_thresh_hi) bg.push_back(k);
+  }
+  const int64_t quota = static_cast<int64_t>(std::nearbyint(p.fg_fraction * S));
+  const int64_t num_fg = std::min<int64_t>(quota, static_cast<int64_t>(fg.size()));
+  std::vector<int64_t> fg_keep = sample_without_replacement(std::move(fg), num_fg, rng);
+  const int64_t num_bg = S - num_fg;
+  std::vector<int64_t> bg_keep;
+  if (static_cast<int64_t>(bg.size()) >= num_bg) {
+    bg_keep = sample_without_replacement(std::move(bg), num_bg, rng);
+  } else if (!bg.empty()) {
+    bg_keep = bg;
+    while (static_cast<int64_t>(bg_keep.size()) < num_bg)
+      bg_keep.push_back(bg[rand_below(rng, static_cast<uint32_t>(bg.size()))]);
+    std::sort(bg_keep.begin(), bg_keep.end());
+  }
+
+  const int width = target_width(p);
+  std::fill_n(targets, S * width, 0.f);
+  std::fill_n(weights, S * width, 0.f);
+  auto write_roi = [&](int64_t row, int64_t k) {
+    float* r = out_rois + row * 5;
+    r[0] = static_cast<float>(b);
+    if (k < 0) {
+      std::fill_n(r + 1, 4, 0.f);
+    } else {
+      const float* box = candidate_box(in.rois, R, in.gts, k);
+      std::copy_n(box, 4, r + 1);
+    }
+  };
+  int64_t row = 0;
+  for (int64_t k : fg_keep) {
+    const float* box = candidate_box(in.rois, R, in.gts, k);
+    const float* gt = in.gts + static_cast<int64_t>(in.argmax[k]) * 5;
+    int cls = static_cast<int>(gt[4]);
+    write_roi(row, k);
+    labels[row] = static_cast<float>(cls);
+    float delta[4];
+    box_encode(box, gt, delta);
+    int col = p.class_agnostic ? 0 : 4 * cls;
+    for (int i = 0; i < 4; ++i) {
+      targets[row * width + col + i] = (delta[i] - p.means[i]) / p.stds[i];
+      weights[row * width + col + i] = 1.f;
+    }
+    ++row;
+  }
+  for (int64_t k : bg_keep) {
+    write_roi(row, k);
+    labels[row] = 0.f;
+    ++row;
+  }
+  for (; row < S; ++row) {
+    write_roi(row, first);
+    labels[row] = -1.f;
+  }
+}
+
+// Every gt class must be padding (<= 0) or an integer in [1, num_classes - 1].
+void check_gt_classes(const float* gt, int batch, int num_gt, int num_classes) {
+  for (int64_t r = 0; r < static_cast<int64_t>(batch) * num_gt; ++r) {
+    float c = gt[r * 5 + 4];
+    if (!(c > 0.f)) continue;
+    if (c != std::floor(c) || c >= static_cast<float>(num_classes)) {
+      throw std::runtime_error(
+          "gt_boxes[" + std::to_string(r / num_gt) + ", " + std::to_string(r % num_gt) +
+          "] has class " + std::to_string(c) + "; classes must be integers in [1, " +
+          std::to_string(num_classes - 1) + "] (num_classes - 1), or <= 0 for padding rows");
+    }
+  }
+}
+
+struct Dims {
+  int batch, num_gt;
+  int64_t rois_per_image;
+};
+
+Dims read_dims(const MXTensor& rois, const MXTensor& gt) {
+  Dims d;
+  d.batch = static_cast<int>(gt.shape[0]);
+  d.num_gt = static_cast<int>(gt.shape[1]);
+  int64_t n = rois.shape[0];
+  if (d.batch < 1 || n % d.batch != 0)
+    throw std::runtime_error("rois has " + std::to_string(n) + " rows, not a multiple of the "
+                             "batch size " + std::to_string(d.batch));
+  d.rois_per_image = n / d.batch;
+  return d;
+}
+
+MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
+                      const OpResource& res) {
+  SIMPLEDET_TRY(kOpName, {
+    ProposalTargetParam p = parse_param(attrs);
+    Dims d = read_dims(in->at(0), in->at(1));
+    const float* rois = in->at(0).data<float>();
+    const float* gt = in->at(1).data<float>();
+    check_gt_classes(gt, d.batch, d.num_gt, p.num_classes);
+    mx_cpu_rand_t* states = res.get_cpu_rand_states();
+    if (states == nullptr) throw std::runtime_error("MXNet passed no CPU random states");
+    float* out_rois = out->at(0).data<float>();
+    float* labels = out->at(1).data<float>();
+    float* targets = out->at(2).data<float>();
+    float* weights = out->at(3).data<float>();
+    const int64_t S = p.image_rois, width = target_width(p), K = d.rois_per_image + d.num_gt;
+    // One rand state per slot; slot s serves images s, s + slots, ... so no state is shared
+    // between threads and the result does not depend on the thread count.
+    const int64_t slots = std::min<int64_t>(d.batch, MX_NUM_CPU_RANDOM_STATES);
+    parallel_for(slots, [&](int64_t s) {
+      std::vector<float> max_iou(K);
+      std::vector<int> argmax(K);
+      for (int64_t b = s; b < d.batch; b += slots) {
+        const float* image_rois = rois + b * d.rois_per_image * 5;
+        const float* image_gts = gt + b * d.num_gt * 5;
+        for (int64_t k = 0; k < K; ++k)
+          candidate_overlap(candidate_box(image_rois, d.rois_per_image, image_gts, k),
+                            image_gts, d.num_gt, &max_iou[k], &argmax[k]);
+        ImageInput img{image_rois, d.rois_per_image, image_gts, d.num_gt, max_iou.data(),
+                       argmax.data()};
+        sample_image(p, static_cast<int>(b), img, states[s], out_rois + b * S * 5,
+                     labels + b * S, targets + b * S * width, weights + b * S * width);
+      }
+    });
+    return MX_SUCCESS;
+  })
+}
+
+#ifdef SIMPLEDET_WITH_CUDA
+// A host generator for the GPU path. MXNet hands GPU ops only device-side Philox states
+// (curandStatePhilox4_32_10_t, whose first member is the 128-bit counter `ctr`, then the
+// cached `output`, then the 64-bit `key`). We read the first 40 bytes of state 0 (ctr, output,
+// key) to seed a std::mt19937, then advance its counter by one block (as if 4 numbers had been
+// drawn), so consecutive calls differ and mx.random.seed (which re-initializes the states)
+// reproduces the sequence.
+std::mt19937 gpu_host_rng(const OpResource& res, void* stream) {
+  void* states = static_cast<void*>(res.get_gpu_rand_states());
+  if (states == nullptr) return std::mt19937(0);
+  uint32_t words[10];
+  cuda::copy_to_host_sync(words, states, sizeof(words), stream);
+  std::seed_seq seq(words, words + 10);
+  std::mt19937 rng(seq);
+  for (int i = 0; i < 4; ++i) {  // ctr += 1 with carry
+    if (++words[i] != 0) break;
+  }
+  cuda::copy_to_device_sync(states, words, 4 * sizeof(uint32_t), stream);
+  return rng;
+}
+
+MXReturnValue forward_gpu(const Attrs& attrs, std::vector<MXTensor>* in,
+                          std::vector<MXTensor>* out, const OpResource& res) {
+  SIMPLEDET_TRY(kOpName, {
+    ProposalTargetParam p = parse_param(attrs);
+    Dims d = read_dims(in->at(0), in->at(1));
+    void* stream = res.get_cuda_stream();
+    const int64_t R = d.rois_per_image, K = R + d.num_gt, S = p.image_rois;
+    const int64_t width = target_width(p);
+    std::vector<float> rois(d.batch * R * 5), gt(static_cast<int64_t>(d.batch) * d.num_gt * 5);
+    if (!rois.empty())
+      cuda::copy_to_host_sync(rois.data(), in->at(0).data<float>(), rois.size() * 4, stream);
+    if (!gt.empty())
+      cuda::copy_to_host_sync(gt.data(), in->at(1).data<float>(), gt.size() * 4, stream);
+    check_gt_classes(gt.data(), d.batch, d.num_gt, p.num_classes);
+
+    const int64_t total = d.batch * K;
+    std::vector<float> max_iou(total);
+    std::vector<int> argmax(total);
+    if (total > 0) {
+      // One allocation: alloc_gpu hands out MXNet's temp space, so a second call may reuse it.
+      if (total * 8 > INT32_MAX) throw std::runtime_error("too many candidates for temp space");
+      char* space = static_cast<char*>(res.alloc_gpu(static_cast<int>(total * 8)));
+      float* d_iou = reinterpret_cast<float*>(space);
+      int* d_arg = reinterpret_cast<int*>(space + total * 4);
+      proposal_target_overlaps_gpu(in->at(0).data<float>(), in->at(1).data<float>(), d.batch,
+                                   R, d.num_gt, d_iou, d_arg, stream);
+      cuda::copy_to_host_sync(max_iou.data(), d_iou, total * 4, stream);
+      cuda::copy_to_host_sync(argmax.data(), d_arg, total * 4, stream);
+    }
+    std::string err = cuda::last_error();
+    if (!err.empty()) throw std::runtime_error("CUDA error: " + err);
+
+    std::vector<float> out_rois(d.batch * S * 5), labels(d.batch * S);
+    std::vector<float> targets(d.batch * S * width), weights(d.batch * S * width);
+    std::mt19937 rng = gpu_host_rng(res, stream);
+    for (int b = 0; b < d.batch; ++b) {
+      ImageInput img{rois.data() + b * R * 5, R, gt.data() + static_cast<int64_t>(b) * d.num_gt * 5,
+                     d.num_gt, max_iou.data() + b * K, argmax.data() + b * K};
+      sample_image(p, b, img, rng, out_rois.data() + b * S * 5, labels.data() + b * S,
+                   targets.data() + b * S * width, weights.data() + b * S * width);
+    }
+    cuda::copy_to_device_sync(out->at(0).data_ptr, out_rois.data(), out_rois.size() * 4, stream);
+    cuda::copy_to_device_sync(out->at(1).data_ptr, labels.data(), labels.size() * 4, stream);
+    cuda::copy_to_device_sync(out->at(2).data_ptr, targets.data(), targets.size() * 4, stream);
+    cuda::copy_to_device_sync(out->at(3).data_ptr, weights.data(), weights.size() * 4, stream);
+    return MX_SUCCESS;
+  })
+}
+#endif
+
+}  // namespace
+}  // namespace simpledet
+
+REGISTER_OP(_contrib_ProposalTarget)
+    .setParseAttrs(simpledet::parse_attrs)
+    .setInferType(simpledet::infer_type)
+    .setInferShape(simpledet::infer_shape)
+    .setForward(simpledet::forward, "cpu")
+    .setBackward(simpledet::zero_backward_cpu, "cpu")
+#ifdef SIMPLEDET_WITH_CUDA
+    .setForward(simpledet::forward_gpu, "gpu")
+    .setBackward(simpledet::zero_backward_gpu, "gpu")
+#endif
+    ;  // NOLINT

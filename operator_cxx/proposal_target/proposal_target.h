@@ -1,0 +1,62 @@
+// Proposal target sampling (Faster R-CNN's box-head sampler), shared by the CPU (.cc) and CUDA
+// (.cu) implementations. The per-candidate overlap search is __host__ __device__ so the CUDA
+// kernel and the CPU loop compute bit-identical max overlaps; sampling and target encoding run
+// on the host in both cases (proposal_target.cc).
+#ifndef SIMPLEDET_PROPOSAL_TARGET_H_
+#define SIMPLEDET_PROPOSAL_TARGET_H_
+
+#include <cstdint>
+
+#include "box_utils.h"
+
+namespace simpledet {
+
+struct ProposalTargetParam {
+  int num_classes;      // including background (class 0)
+  int image_rois;       // sampled rois per image
+  double fg_fraction;   // fg quota = round_half_even(fg_fraction * image_rois)
+  float fg_thresh;      // fg: max_iou >= fg_thresh
+  float bg_thresh_hi;   // bg: bg_thresh_lo <= max_iou < bg_thresh_hi (and not fg)
+  float bg_thresh_lo;
+  float means[4];       // target normalization: (t - means) / stds
+  float stds[4];
+  bool class_agnostic;  // targets (N, 4) instead of (N, 4 * num_classes)
+};
+
+// Box of candidate k of an image: its R rois (stride 5, box at +1) come first, then its gt rows
+// (stride 5, box at +0) in row order. Invalid gt rows (class <= 0) are candidates of no one;
+// callers skip them.
+SD_HD inline const float* candidate_box(const float* rois, int64_t num_rois, const float* gts,
+                                        int64_t k) {
+  return k < num_rois ? rois + k * 5 + 1 : gts + (k - num_rois) * 5;
+}
+
+// Max IoU of `box` with the valid gt rows (class > 0) of `gts` (num_gt rows of 5), and the row
+// reaching it (the first one on ties). *argmax = -1 (and *max_iou = 0) when no row is valid.
+SD_HD inline void candidate_overlap(const float* box, const float* gts, int num_gt,
+                                    float* max_iou, int* argmax) {
+  float best = 0.f;
+  int arg = -1;
+  for (int j = 0; j < num_gt; ++j) {
+    const float* g = gts + j * 5;
+    if (!(g[4] > 0.f)) continue;
+    float iou = box_iou(box, g);
+    if (arg < 0 || iou > best) {
+      best = iou;
+      arg = j;
+    }
+  }
+  *max_iou = best;
+  *argmax = arg;
+}
+
+// CUDA launcher (proposal_target.cu): for every image b and candidate k < R + G, writes
+// max_iou[b * (R + G) + k] and argmax[...] as candidate_overlap does (rows of invalid gt
+// candidates are computed too; the host ignores them). All pointers are device pointers.
+void proposal_target_overlaps_gpu(const float* rois, const float* gt_boxes, int batch,
+                                  int64_t rois_per_image, int num_gt, float* max_iou,
+                                  int* argmax, void* stream);
+
+}  // namespace simpledet
+
+#endif  // SIMPLEDET_PROPOSAL_TARGET_H_

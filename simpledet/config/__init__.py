@@ -1,0 +1,15 @@
+"""Typed, validated experiment configs: the schema mechanism, the Faster R-CNN schema, and
+loading / overriding / dumping / diffing config files. See DESIGN.md and ``config/``.
+"""
+from simpledet.config.faster_rcnn import COCO_CLASS_NAMES, FasterRcnnConfig
+from simpledet.config.loader import (
+    add_config_arguments, apply_overrides, config_to_json, config_to_python, diff_configs,
+    dump_config, exit_on_config_error, format_diff, load_config, parse_override)
+from simpledet.config.schema import ConfigError, ConfigKeyError, Section, field
+
+__all__ = [
+    "COCO_CLASS_NAMES", "ConfigError", "ConfigKeyError", "FasterRcnnConfig", "Section",
+    "add_config_arguments", "apply_overrides", "config_to_json", "config_to_python",
+    "diff_configs", "dump_config", "exit_on_config_error", "field", "format_diff",
+    "load_config", "parse_override",
+]

@@ -1,0 +1,1 @@
+"""Training loop, tester and COCO evaluation. Import the submodules you need."""

@@ -1,0 +1,150 @@
+"""Proposal target sampling for the Faster R-CNN box head (op ``_contrib_ProposalTarget``)."""
+import numbers
+
+import mxnet as mx
+import numpy as np
+
+import simpledet  # noqa: F401  (loads the operator library)
+
+__all__ = ["proposal_target"]
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _check_fraction(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__} "
+                        f"{value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def _check_four(name, values, positive):
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of 4 numbers (dx, dy, dw, dh), got "
+                        f"{values!r}") from None
+    if len(values) != 4 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                   for v in values):
+        raise ValueError(f"{name} must be 4 numbers (dx, dy, dw, dh), got {values!r}")
+    values = tuple(float(v) for v in values)
+    if positive and not all(v > 0 for v in values):
+        raise ValueError(f"{name} must be positive, got {values!r}")
+    return values
+
+
+def _check_ndarray_inputs(rois, gt_boxes):
+    for name, arr in (("rois", rois), ("gt_boxes", gt_boxes)):
+        if np.dtype(arr.dtype) != np.float32:
+            raise TypeError(f"{name} must be float32, got {np.dtype(arr.dtype).name}")
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise ValueError(f"rois must be (B*R, 5) [batch_idx, x1, y1, x2, y2], got {rois.shape}")
+    if gt_boxes.ndim != 3 or gt_boxes.shape[2] != 5 or gt_boxes.shape[0] < 1:
+        raise ValueError(f"gt_boxes must be (B, G, 5) [x1, y1, x2, y2, class] with B >= 1, got "
+                         f"{gt_boxes.shape}")
+    if rois.shape[0] == 0 or gt_boxes.shape[1] == 0:
+        raise ValueError(f"rois {rois.shape} and gt_boxes {gt_boxes.shape} must be non-empty: "
+                         f"MXNet 1.x extension ops cannot take zero-size inputs (pad gt_boxes "
+                         f"with rows of class -1 for images without boxes)")
+    if rois.shape[0] % gt_boxes.shape[0]:
+        raise ValueError(f"rois has {rois.shape[0]} rows, not a multiple of the batch size "
+                         f"{gt_boxes.shape[0]} (gt_boxes.shape[0]): rois must be B blocks of R "
+                         f"rows")
+
+
+def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=0.25,
+                    fg_thresh=0.5, bg_thresh_hi=0.5, bg_thresh_lo=0.0,
+                    bbox_means=(0., 0., 0., 0.), bbox_stds=(0.1, 0.1, 0.2, 0.2),
+                    class_agnostic=False, name=None):
+    """Samples the rois the box head trains on and builds their class and box targets.
+
+    For each image b the candidates are its R rois followed by its valid gt boxes (rows with
+    class > 0, in row order). Each candidate's max IoU with the image's valid gt boxes ("+1"
+    pixel convention, as ``simpledet.core.boxes.box_iou``) and the gt reaching it (first on ties)
+    classify it: foreground when max_iou >= fg_thresh, background when it is not foreground and
+    bg_thresh_lo <= max_iou < bg_thresh_hi; in an image without valid gt every candidate is
+    background. ``min(round(fg_fraction * image_rois), #fg)`` foreground candidates are sampled
+    without replacement (``round`` is half-to-even, as NumPy's), the remaining rows take
+    background candidates, without replacement when there are enough, otherwise all of them plus
+    uniform repeats; with no background candidate at all the remaining rows are ignored
+    (label -1, zero weights, roi = the image's first candidate). Each image's rows are the
+    foreground block then the background block, each in ascending candidate order, then the
+    ignored rows; so when nothing is subsampled the output is deterministic. Sampling draws from
+    MXNet's random states: ``mx.random.seed`` reproduces it.
+
+    Args:
+        rois: (B*R, 5) float32 [batch_idx, x1, y1, x2, y2], B contiguous blocks of R rows
+            (block b belongs to image b; column 0 is not read), e.g. the pyramid proposal output.
+        gt_boxes: (B, G, 5) float32 [x1, y1, x2, y2, class]; class in 1..num_classes-1 for real
+            boxes, rows with class <= 0 are padding. B fixes the batch size; B*R must divide.
+        num_classes: number of classes including background (class 0), >= 2.
+        image_rois: sampled rows per image (S), >= 1.
+        fg_fraction: fraction of the S rows reserved for foreground, in [0, 1].
+        fg_thresh: minimum max-IoU of a foreground candidate, in [0, 1].
+        bg_thresh_hi: background max-IoU upper bound (exclusive), in [0, 1].
+        bg_thresh_lo: background max-IoU lower bound (inclusive), in [0, bg_thresh_hi].
+        bbox_means: 4 numbers; targets are normalized as (t - means) / stds.
+        bbox_stds: 4 positive numbers.
+        class_agnostic: one 4-column target per row instead of one per class.
+        name: symbol name (Symbol inputs only).
+
+    Returns:
+        Tuple ``(rois, labels, bbox_targets, bbox_weights)``, Symbols or NDArrays like the inputs,
+        all float32, image b's rows at [b*S, (b+1)*S):
+
+        - rois: (B*S, 5) [b, x1, y1, x2, y2] sampled boxes.
+        - labels: (B*S,) gt class for foreground rows, 0 for background, -1 for ignored rows.
+        - bbox_targets: (B*S, 4*num_classes) (or (B*S, 4) when class_agnostic): a foreground
+          row of class c holds in columns 4c..4c+3 (0..3 when class agnostic) the normalized
+          regression target (dx, dy, dw, dh) from its roi to its matched gt
+          (``simpledet.core.boxes.encode_boxes``); zeros elsewhere.
+        - bbox_weights: same shape, 1 where a target is set, else 0.
+
+    Raises:
+        TypeError: inputs not both Symbols or both NDArrays, non-float32 NDArrays, or
+            arguments of the wrong type.
+        ValueError: arguments out of range or NDArray shapes that do not fit.
+    """
+    num_classes = _check_int("num_classes", num_classes, 2)
+    image_rois = _check_int("image_rois", image_rois, 1)
+    fg_fraction = _check_fraction("fg_fraction", fg_fraction)
+    fg_thresh = _check_fraction("fg_thresh", fg_thresh)
+    bg_thresh_hi = _check_fraction("bg_thresh_hi", bg_thresh_hi)
+    bg_thresh_lo = _check_fraction("bg_thresh_lo", bg_thresh_lo)
+    if bg_thresh_lo > bg_thresh_hi:
+        raise ValueError(f"bg_thresh_lo ({bg_thresh_lo}) must be <= bg_thresh_hi "
+                         f"({bg_thresh_hi})")
+    bbox_means = _check_four("bbox_means", bbox_means, positive=False)
+    bbox_stds = _check_four("bbox_stds", bbox_stds, positive=True)
+    if not isinstance(class_agnostic, bool):
+        raise TypeError(f"class_agnostic must be a bool, got {class_agnostic!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {name!r}")
+
+    attrs = {
+        "num_classes": str(num_classes),
+        "image_rois": str(image_rois),
+        "fg_fraction": repr(fg_fraction),
+        "fg_thresh": repr(fg_thresh),
+        "bg_thresh_hi": repr(bg_thresh_hi),
+        "bg_thresh_lo": repr(bg_thresh_lo),
+        "bbox_means": str(bbox_means),
+        "bbox_stds": str(bbox_stds),
+        "class_agnostic": str(class_agnostic),
+    }
+    if isinstance(rois, mx.sym.Symbol) and isinstance(gt_boxes, mx.sym.Symbol):
+        out = mx.sym.contrib.ProposalTarget(rois, gt_boxes, name=name, **attrs)
+        return tuple(out[i] for i in range(4))
+    if isinstance(rois, mx.nd.NDArray) and isinstance(gt_boxes, mx.nd.NDArray):
+        _check_ndarray_inputs(rois, gt_boxes)
+        return tuple(mx.nd.contrib.ProposalTarget(rois, gt_boxes, **attrs))
+    raise TypeError(f"rois and gt_boxes must both be mx.sym.Symbol or both mx.nd.NDArray, got "
+                    f"{type(rois).__name__} and {type(gt_boxes).__name__}")

@@ -1,0 +1,501 @@
+"""Tests of simpledet.ops.proposal_target (C++ op _contrib_ProposalTarget)."""
+import mxnet as mx
+import numpy as np
+import pytest
+
+from simpledet.core.boxes import box_iou, decode_boxes, encode_boxes
+from simpledet.ops.proposal_target import proposal_target
+
+STDS = (0.1, 0.1, 0.2, 0.2)
+
+
+def run(rois, gt_boxes, **kwargs):
+    """The op on NumPy inputs; returns NumPy (rois, labels, bbox_targets, bbox_weights)."""
+    out = proposal_target(mx.nd.array(rois, dtype="float32"),
+                          mx.nd.array(gt_boxes, dtype="float32"), **kwargs)
+    return tuple(o.asnumpy() for o in out)
+
+
+def reference(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=0.25, fg_thresh=0.5,
+              bg_thresh_hi=0.5, bg_thresh_lo=0.0, bbox_means=(0., 0., 0., 0.),
+              bbox_stds=STDS, class_agnostic=False):
+    """NumPy proposal target for configurations that need no random draw: every fg candidate
+    fits the quota and the bg candidates exactly fill the rest (or there are none, or one)."""
+    rois = np.asarray(rois, np.float32)
+    gt_boxes = np.asarray(gt_boxes, np.float32)
+    batch = gt_boxes.shape[0]
+    per_image = rois.shape[0] // batch
+    width = 4 if class_agnostic else 4 * num_classes
+    outs = []
+    for b in range(batch):
+        gts = gt_boxes[b][gt_boxes[b, :, 4] > 0]
+        cand = np.concatenate([rois[b * per_image:(b + 1) * per_image, 1:5], gts[:, :4]])
+        if len(gts):
+            iou = box_iou(cand, gts[:, :4])
+            max_iou, arg = iou.max(axis=1), iou.argmax(axis=1)
+            fg = np.flatnonzero(max_iou >= fg_thresh)
+            bg = np.flatnonzero((max_iou < fg_thresh) & (max_iou >= bg_thresh_lo)
+                                & (max_iou < bg_thresh_hi))
+        else:
+            arg = np.zeros(len(cand), np.int64)
+            fg, bg = np.zeros(0, np.int64), np.arange(len(cand))
+        num_fg = min(int(np.round(fg_fraction * image_rois)), len(fg))
+        assert num_fg == len(fg), "reference: fg would be subsampled"
+        num_bg = image_rois - num_fg
+        if len(bg) == 1:
+            bg = np.repeat(bg, num_bg)
+        assert len(bg) in (0, num_bg), "reference: bg would be subsampled"
+        num_fill = image_rois - num_fg - len(bg)
+        chosen = np.concatenate([fg, bg, np.zeros(num_fill, np.int64)]).astype(np.int64)
+        out_rois = np.zeros((image_rois, 5), np.float32)
+        out_rois[:, 0] = b
+        out_rois[:, 1:] = cand[chosen] if len(cand) else 0
+        labels = np.concatenate([gts[arg[fg], 4], np.zeros(len(bg)), -np.ones(num_fill)])
+        targets = np.zeros((image_rois, width), np.float32)
+        weights = np.zeros((image_rois, width), np.float32)
+        if num_fg:
+            t = encode_boxes(cand[fg], gts[arg[fg], :4], bbox_means, bbox_stds)
+            for row, (cls, tt) in enumerate(zip(gts[arg[fg], 4].astype(int), t)):
+                col = 0 if class_agnostic else 4 * cls
+                targets[row, col:col + 4] = tt
+                weights[row, col:col + 4] = 1
+        outs.append((out_rois, labels.astype(np.float32), targets, weights))
+    return tuple(np.concatenate([o[i] for o in outs]) for i in range(4))
+
+
+def random_boxes(rng, n, gts, size=100.0):
+    """n boxes in a size x size image: half jittered copies of gts (if any), half uniform."""
+    x1 = rng.uniform(0, size * 0.8, n)
+    y1 = rng.uniform(0, size * 0.8, n)
+    w = rng.uniform(4, size * 0.4, n)
+    h = rng.uniform(4, size * 0.4, n)
+    boxes = np.stack([x1, y1, x1 + w, y1 + h], axis=1)
+    if len(gts):
+        near = rng.random(n) < 0.5
+        src = gts[rng.integers(0, len(gts), n), :4]
+        gw, gh = src[:, 2] - src[:, 0], src[:, 3] - src[:, 1]
+        jitter = rng.normal(0, 0.12, (n, 4)) * np.stack([gw, gh, gw, gh], axis=1)
+        boxes[near] = src[near] + jitter[near]
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+    return np.round(boxes, 2).astype(np.float32)
+
+
+def random_inputs(rng, batch, per_image, gt_rows, num_classes, valid_counts):
+    """rois (batch*per_image, 5) and gt_boxes (batch, gt_rows, 5) with valid_counts[b] real
+    boxes per image, padding rows (class 0 or -1) interleaved at random positions."""
+    gt_boxes = np.zeros((batch, gt_rows, 5), np.float32)
+    rois = []
+    for b in range(batch):
+        real = random_boxes(rng, valid_counts[b], np.zeros((0, 4)))
+        rows = np.sort(rng.choice(gt_rows, valid_counts[b], replace=False))
+        gt_boxes[b, :, :4] = rng.uniform(0, 50, (gt_rows, 4))
+        gt_boxes[b, :, 4] = rng.choice([0, -1], gt_rows)
+        gt_boxes[b, rows, :4] = real
+        gt_boxes[b, rows, 4] = rng.integers(1, num_classes, valid_counts[b])
+        r = np.zeros((per_image, 5), np.float32)
+        r[:, 0] = b
+        r[:, 1:] = random_boxes(rng, per_image, real)
+        rois.append(r)
+    return np.concatenate(rois), gt_boxes
+
+
+def candidates(rois, gt_boxes, b):
+    per_image = rois.shape[0] // gt_boxes.shape[0]
+    gts = gt_boxes[b][gt_boxes[b, :, 4] > 0]
+    return np.concatenate([rois[b * per_image:(b + 1) * per_image, 1:5], gts[:, :4]]), gts
+
+
+def candidate_index(cand, boxes):
+    """Index in cand of each row of boxes (exact match, first one)."""
+    eq = np.all(cand[None, :, :] == boxes[:, None, :], axis=2)
+    assert eq.any(axis=1).all(), "an output roi is not one of the candidates"
+    return eq.argmax(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-computed tiny case: 2 rois, 1 gt.
+# gt [0, 0, 9, 9] class 2 (10 x 10). roi0 [0, 0, 11, 9] (12 x 10): IoU 100 / 120 = 0.833 -> fg.
+# roi1 [5, 0, 14, 9]: IoU 50 / 150 = 0.333 -> bg. Candidates: roi0, roi1, gt (IoU 1, fg).
+# Target roi0 -> gt: dx = (4.5 - 5.5) / 12, dy = 0, dw = log(10 / 12), dh = 0, over stds.
+HAND_ROIS = np.array([[0, 0, 0, 11, 9], [0, 5, 0, 14, 9]], np.float32)
+HAND_GT = np.array([[[0, 0, 9, 9, 2]]], np.float32)
+HAND_T0 = np.array([-1 / 12 / 0.1, 0, np.log(10 / 12) / 0.2, 0], np.float32)
+
+
+def test_hand_computed():
+    rois, labels, targets, weights = run(HAND_ROIS, HAND_GT, num_classes=3, image_rois=3,
+                                         fg_fraction=1.0)
+    np.testing.assert_array_equal(rois, [[0, 0, 0, 11, 9], [0, 0, 0, 9, 9], [0, 5, 0, 14, 9]])
+    np.testing.assert_array_equal(labels, [2, 2, 0])
+    assert targets.shape == weights.shape == (3, 12)
+    expected_t = np.zeros((3, 12), np.float32)
+    expected_t[0, 8:12] = HAND_T0
+    np.testing.assert_allclose(targets, expected_t, rtol=1e-6, atol=1e-7)
+    expected_w = np.zeros((3, 12), np.float32)
+    expected_w[:2, 8:12] = 1
+    np.testing.assert_array_equal(weights, expected_w)
+
+
+def test_hand_computed_bg_repeats_and_fg_quota():
+    # quota round(0.5 * 4) = 2 fg (both), 2 bg rows from 1 bg candidate: repeated.
+    rois, labels, targets, weights = run(HAND_ROIS, HAND_GT, num_classes=3, image_rois=4,
+                                         fg_fraction=0.5)
+    np.testing.assert_array_equal(rois[:, 1:], [[0, 0, 11, 9], [0, 0, 9, 9], [5, 0, 14, 9],
+                                                [5, 0, 14, 9]])
+    np.testing.assert_array_equal(labels, [2, 2, 0, 0])
+    assert weights[2:].sum() == 0 and targets[2:].sum() == 0
+
+
+def test_hand_computed_no_bg_gives_ignored_rows():
+    # bg range [0.4, 0.5) holds no candidate: rows after the 2 fg are ignored (-1) and hold the
+    # first candidate (roi0) with zero weights.
+    rois, labels, targets, weights = run(HAND_ROIS, HAND_GT, num_classes=3, image_rois=5,
+                                         fg_fraction=1.0, bg_thresh_lo=0.4)
+    np.testing.assert_array_equal(labels, [2, 2, -1, -1, -1])
+    np.testing.assert_array_equal(rois[2:], np.tile([[0, 0, 0, 11, 9]], (3, 1)))
+    assert weights[2:].sum() == 0 and targets[2:].sum() == 0
+    np.testing.assert_array_equal(weights.sum(axis=1), [4, 4, 0, 0, 0])
+
+
+def test_hand_computed_fg_thresh_and_means():
+    # fg_thresh 0.9: roi0 (0.833) is no longer fg; with hi 0.9 it is bg; means shift targets.
+    means = (0.5, -0.5, 0.25, 1.0)
+    rois, labels, targets, weights = run(HAND_ROIS, HAND_GT, num_classes=3, image_rois=3,
+                                         fg_fraction=1.0, fg_thresh=0.9, bg_thresh_hi=0.9,
+                                         bbox_means=means)
+    np.testing.assert_array_equal(rois[:, 1:], [[0, 0, 9, 9], [0, 0, 11, 9], [5, 0, 14, 9]])
+    np.testing.assert_array_equal(labels, [2, 0, 0])
+    # gt -> gt: zero delta, normalized to -means / stds.
+    np.testing.assert_allclose(targets[0, 8:], -np.array(means) / np.array(STDS), rtol=1e-6)
+    assert weights[1:].sum() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy reference on random inputs, batch 2, no subsampling.
+
+@pytest.mark.parametrize("class_agnostic", [False, True])
+def test_reference_random_batch2(class_agnostic):
+    rng = np.random.default_rng(0)
+    num_classes, per_image = 5, 60
+    for trial in range(3):
+        # 3 real gt boxes per image (same candidate count), padding rows at random places.
+        rois, gt = random_inputs(rng, 2, per_image, 5, num_classes, [3, 3])
+        kwargs = dict(num_classes=num_classes, image_rois=per_image + 3, fg_fraction=1.0,
+                      fg_thresh=0.5, bg_thresh_hi=0.5, bg_thresh_lo=0.0,
+                      bbox_means=(0.01, -0.02, 0.03, 0.0), class_agnostic=class_agnostic)
+        got = run(rois, gt, **kwargs)
+        want = reference(rois, gt, **kwargs)
+        assert (want[1] > 0).sum() >= 10, "test inputs should hold a fair number of fg rois"
+        for g, w in zip(got[:2], want[:2]):
+            np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got[3], want[3])
+
+
+def test_reference_random_with_thresholds_and_padding_rows():
+    # bg range [0.1, 0.3) and fg >= 0.6 leave candidates unused; image 1's fg set is smaller
+    # than the quota and its bg set cannot fill the rest -> reference only if exact. Use one
+    # image per call so image_rois can be matched to the candidate counts.
+    rng = np.random.default_rng(1)
+    for trial in range(4):
+        rois, gt = random_inputs(rng, 1, 50, 4, 3, [2])
+        cand, gts = candidates(rois, gt, 0)
+        max_iou = box_iou(cand, gts[:, :4]).max(axis=1)
+        n_fg = int((max_iou >= 0.6).sum())
+        n_bg = int(((max_iou >= 0.1) & (max_iou < 0.3)).sum())
+        kwargs = dict(num_classes=3, image_rois=n_fg + n_bg, fg_fraction=1.0, fg_thresh=0.6,
+                      bg_thresh_hi=0.3, bg_thresh_lo=0.1)
+        got = run(rois, gt, **kwargs)
+        want = reference(rois, gt, **kwargs)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got[3], want[3])
+
+
+# ---------------------------------------------------------------------------------------------
+# Subsampling.
+
+SUB_KW = dict(num_classes=4, image_rois=40, fg_fraction=0.25, fg_thresh=0.5, bg_thresh_hi=0.5,
+              bg_thresh_lo=0.05, bbox_means=(0.0, 0.0, 0.0, 0.0), bbox_stds=STDS)
+
+
+def check_sampling(rois, gt, out, kw):
+    """Properties that hold whatever the random draw."""
+    o_rois, labels, targets, weights = out
+    batch, S, C = gt.shape[0], kw["image_rois"], kw["num_classes"]
+    quota = int(np.round(kw["fg_fraction"] * S))
+    for b in range(batch):
+        sl = slice(b * S, (b + 1) * S)
+        r, lab, t, w = o_rois[sl], labels[sl], targets[sl], weights[sl]
+        assert (r[:, 0] == b).all()
+        cand, gts = candidates(rois, gt, b)
+        max_iou = box_iou(cand, gts[:, :4]).max(axis=1)
+        n_fg_cand = int((max_iou >= kw["fg_thresh"]).sum())
+        is_bg_cand = ((max_iou >= kw["bg_thresh_lo"]) & (max_iou < kw["bg_thresh_hi"])
+                      & (max_iou < kw["fg_thresh"]))
+        num_fg = min(quota, n_fg_cand)
+        assert (lab > 0).sum() == num_fg
+        assert (lab[:num_fg] > 0).all() and (lab[num_fg:] <= 0).all()
+        idx = candidate_index(cand, r[:, 1:])
+        fg_idx, bg_idx = idx[:num_fg], idx[num_fg:][lab[num_fg:] == 0]
+        # fg: distinct, ascending, IoU >= fg_thresh, labelled with the matched gt's class.
+        assert (np.diff(fg_idx) > 0).all()
+        iou = box_iou(r[:num_fg, 1:], gts[:, :4])
+        assert (iou.max(axis=1) >= kw["fg_thresh"]).all()
+        matched = gts[iou.argmax(axis=1)]
+        np.testing.assert_array_equal(lab[:num_fg], matched[:, 4])
+        # targets decode back to the matched gt; weights mark exactly the class columns.
+        cls = lab[:num_fg].astype(int)
+        cols = 4 * cls[:, None] + np.arange(4)[None, :]
+        t_fg = np.take_along_axis(t[:num_fg], cols, axis=1)
+        decoded = decode_boxes(r[:num_fg, 1:], t_fg, kw["bbox_means"], kw["bbox_stds"])
+        np.testing.assert_allclose(decoded, matched[:, :4], atol=2e-3)
+        expected_w = np.zeros_like(w)
+        np.put_along_axis(expected_w[:num_fg], cols, 1.0, axis=1)
+        np.testing.assert_array_equal(w, expected_w)
+        assert (t[num_fg:] == 0).all() and (t * (1 - w) == 0).all()
+        # bg: max IoU in [lo, hi), ascending, without repeats when there are enough.
+        n_bg_cand = int(is_bg_cand.sum())
+        assert is_bg_cand[bg_idx].all()
+        assert len(bg_idx) == (S - num_fg if n_bg_cand else 0)
+        if n_bg_cand >= S - num_fg:
+            assert (np.diff(bg_idx) > 0).all()
+        else:
+            assert (np.diff(bg_idx) >= 0).all()
+            assert set(bg_idx) == set(np.flatnonzero(is_bg_cand))
+
+
+def test_subsampling_properties_and_seed():
+    rng = np.random.default_rng(2)
+    rois, gt = random_inputs(rng, 2, 300, 6, SUB_KW["num_classes"], [4, 2])
+    for b in range(2):
+        cand, gts = candidates(rois, gt, b)
+        max_iou = box_iou(cand, gts[:, :4]).max(axis=1)
+        assert (max_iou >= 0.5).sum() > 10, "inputs should need fg subsampling"
+        assert ((max_iou >= 0.05) & (max_iou < 0.5)).sum() > 30, "and bg subsampling"
+    mx.random.seed(7)
+    first = run(rois, gt, **SUB_KW)
+    check_sampling(rois, gt, first, SUB_KW)
+    second = run(rois, gt, **SUB_KW)
+    check_sampling(rois, gt, second, SUB_KW)
+    assert not np.array_equal(first[0], second[0]), "consecutive draws should differ"
+    mx.random.seed(7)
+    again = run(rois, gt, **SUB_KW)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    mx.random.seed(8)
+    other = run(rois, gt, **SUB_KW)
+    assert not np.array_equal(first[0], other[0])
+    check_sampling(rois, gt, other, SUB_KW)
+
+
+@pytest.mark.parametrize("image_rois, fg_fraction, num_fg", [
+    (5, 0.5, 2), (7, 0.5, 4), (10, 0.25, 2), (6, 0.25, 2), (8, 0.0, 0), (8, 1.0, 8)])
+def test_fg_quota_rounds_half_to_even(image_rois, fg_fraction, num_fg):
+    rng = np.random.default_rng(9)
+    rois, gt = random_inputs(rng, 1, 100, 3, 3, [3])
+    labels = run(rois, gt, num_classes=3, image_rois=image_rois, fg_fraction=fg_fraction)[1]
+    assert (labels > 0).sum() == num_fg and (labels[:num_fg] > 0).all()
+    assert (labels[num_fg:] == 0).all()
+
+
+def test_subsampling_bg_with_replacement():
+    # Few bg candidates ([0.15, 0.5) only): all of them appear, plus repeats.
+    rng = np.random.default_rng(4)
+    rois, gt = random_inputs(rng, 2, 40, 3, 3, [2, 3])
+    kw = dict(SUB_KW, num_classes=3, bg_thresh_lo=0.15, image_rois=60)
+    for b in range(2):
+        cand, gts = candidates(rois, gt, b)
+        max_iou = box_iou(cand, gts[:, :4]).max(axis=1)
+        n_bg = ((max_iou >= 0.15) & (max_iou < 0.5)).sum()
+        assert 1 < n_bg < 15
+    mx.random.seed(3)
+    check_sampling(rois, gt, run(rois, gt, **kw), kw)
+
+
+def test_subsampling_class_agnostic():
+    rng = np.random.default_rng(4)
+    rois, gt = random_inputs(rng, 2, 100, 4, 6, [3, 1])
+    kw = dict(SUB_KW, num_classes=6, class_agnostic=True)
+    o_rois, labels, targets, weights = run(rois, gt, **kw)
+    assert targets.shape == weights.shape == (80, 4)
+    fg = labels > 0
+    assert fg.any()
+    np.testing.assert_array_equal(weights, np.repeat(fg[:, None], 4, axis=1).astype(np.float32))
+    for b in range(2):
+        _, gts = candidates(rois, gt, b)
+        rows = np.flatnonzero(fg[b * 40:(b + 1) * 40]) + b * 40
+        matched = gts[box_iou(o_rois[rows, 1:], gts[:, :4]).argmax(axis=1), :4]
+        decoded = decode_boxes(o_rois[rows, 1:], targets[rows], (0, 0, 0, 0), STDS)
+        np.testing.assert_allclose(decoded, matched, atol=2e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images without gt, shapes, graphs.
+
+def test_image_with_zero_gt_boxes():
+    rng = np.random.default_rng(5)
+    rois, gt = random_inputs(rng, 2, 30, 4, 3, [2, 0])
+    assert (gt[1, :, 4] <= 0).all()
+    kw = dict(num_classes=3, image_rois=32, fg_fraction=0.0, bg_thresh_lo=0.0)
+    # Image 0: only checked by properties (it subsamples); image 1: every roi is bg, 30 < 32
+    # candidates so all appear plus 2 repeats, in ascending order.
+    mx.random.seed(0)
+    o_rois, labels, targets, weights = run(rois, gt, **kw)
+    im1 = slice(32, 64)
+    assert (labels[im1] == 0).all()
+    assert (o_rois[im1, 0] == 1).all()
+    idx = candidate_index(rois[30:, 1:], o_rois[im1, 1:])
+    assert set(idx) == set(range(30)) and (np.diff(idx) >= 0).all()
+    assert weights[im1].sum() == 0 and targets[im1].sum() == 0
+    # With image_rois == R it is exact, also when every image lacks gt.
+    kw["image_rois"] = 30
+    gt_none = gt.copy()
+    gt_none[:, :, 4] = 0
+    got = run(rois, gt_none, **kw)
+    want = reference(rois, gt_none, **kw)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(got[0], rois)
+
+
+def test_gt_only_candidates_and_exact_rows():
+    # Every roi far from the gts and outside the bg range: only the gts are usable.
+    rois = np.array([[0, 200, 200, 220, 220], [0, 300, 300, 310, 310],
+                     [1, 200, 200, 220, 220], [1, 300, 300, 310, 310]], np.float32)
+    gt = np.array([[[0, 0, 20, 30, 1], [10, 10, 40, 40, 2]],
+                   [[0, 0, 0, 0, 0], [5, 5, 15, 25, 3]]], np.float32)
+    kw = dict(num_classes=4, image_rois=4, fg_fraction=0.5, bg_thresh_lo=0.1)
+    got = run(rois, gt, **kw)
+    want = reference(rois, gt, **kw)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(got[1], [1, 2, -1, -1, 3, -1, -1, -1])
+    np.testing.assert_array_equal(got[0][2:4], np.tile([[0, 200, 200, 220, 220]], (2, 1)))
+
+
+def test_output_shapes_symbolic():
+    rois = mx.sym.Variable("rois")
+    gt = mx.sym.Variable("gt_boxes")
+    for agnostic, width in ((False, 4 * 7), (True, 4)):
+        outs = proposal_target(rois, gt, num_classes=7, image_rois=16, class_agnostic=agnostic,
+                               name="pt")
+        assert len(outs) == 4
+        group = mx.sym.Group(list(outs))
+        _, out_shapes, _ = group.infer_shape(rois=(3 * 100, 5), gt_boxes=(3, 9, 5))
+        assert out_shapes == [(48, 5), (48,), (48, width), (48, width)]
+        _, out_types, _ = group.infer_type(rois="float32", gt_boxes="float32")
+        assert all(t == np.float32 for t in out_types)
+
+
+def test_module_forward_backward():
+    # Module slices data on axis 0, so rois enter as (B, R, 5) and are flattened in the graph.
+    rois = mx.sym.reshape(mx.sym.Variable("rois"), shape=(-1, 5))
+    gt = mx.sym.Variable("gt_boxes")
+    s_rois, labels, targets, weights = proposal_target(rois, gt, num_classes=3, image_rois=16,
+                                                       name="proposal_target")
+    feat = mx.sym.FullyConnected(s_rois / 100.0, num_hidden=8, name="fc")
+    cls = mx.sym.FullyConnected(feat, num_hidden=3, name="cls")
+    reg = mx.sym.FullyConnected(feat, num_hidden=12, name="reg")
+    cls_loss = mx.sym.SoftmaxOutput(cls, label=labels, use_ignore=True, ignore_label=-1,
+                                    normalization="valid", name="cls_prob")
+    reg_loss = mx.sym.MakeLoss(mx.sym.sum(weights * mx.sym.smooth_l1(reg - targets, scalar=1.0))
+                               / 32.0, name="reg_loss")
+    net = mx.sym.Group([cls_loss, reg_loss, mx.sym.BlockGrad(labels)])
+    mod = mx.mod.Module(net, data_names=["rois", "gt_boxes"], label_names=None,
+                        context=mx.cpu())
+    mod.bind(data_shapes=[("rois", (2, 50, 5)), ("gt_boxes", (2, 3, 5))], for_training=True,
+             inputs_need_grad=True)
+    mod.init_params(mx.init.Xavier())
+    rng = np.random.default_rng(6)
+    rois_np, gt_np = random_inputs(rng, 2, 50, 3, 3, [2, 1])
+    batch = mx.io.DataBatch([mx.nd.array(rois_np.reshape(2, 50, 5)), mx.nd.array(gt_np)])
+    mod.forward(batch, is_train=True)
+    mod.backward()
+    out_labels = mod.get_outputs()[2].asnumpy()
+    assert out_labels.shape == (32,) and (out_labels > 0).any()
+    grads = mod._exec_group.grad_arrays
+    names = mod._exec_group.param_names
+    for name, g in zip(names, grads):
+        g = g[0].asnumpy()
+        assert np.isfinite(g).all(), name
+        assert np.abs(g).sum() > 0, f"{name} got no gradient"
+    for g in mod.get_input_grads():
+        assert (g.asnumpy() == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors.
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(num_classes=1), ValueError, "num_classes"),
+    (dict(num_classes=2.0), TypeError, "num_classes"),
+    (dict(num_classes=3, image_rois=0), ValueError, "image_rois"),
+    (dict(num_classes=3, fg_fraction=1.5), ValueError, "fg_fraction"),
+    (dict(num_classes=3, fg_thresh=-0.1), ValueError, "fg_thresh"),
+    (dict(num_classes=3, bg_thresh_lo=0.6, bg_thresh_hi=0.5), ValueError, "bg_thresh_lo"),
+    (dict(num_classes=3, bbox_means=(0, 0, 0)), ValueError, "bbox_means"),
+    (dict(num_classes=3, bbox_stds=(0.1, 0.1, 0.2, 0)), ValueError, "bbox_stds"),
+    (dict(num_classes=3, bbox_stds=0.1), TypeError, "bbox_stds"),
+    (dict(num_classes=3, class_agnostic="yes"), TypeError, "class_agnostic"),
+])
+def test_bad_arguments_python(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        run(HAND_ROIS, HAND_GT, **kwargs)
+
+
+def test_bad_inputs_python():
+    with pytest.raises(TypeError, match="both"):
+        proposal_target(mx.sym.Variable("r"), mx.nd.array(HAND_GT), num_classes=3)
+    with pytest.raises(TypeError, match="float32"):
+        proposal_target(mx.nd.array(HAND_ROIS, dtype="float64"), mx.nd.array(HAND_GT),
+                        num_classes=3)
+    with pytest.raises(ValueError, match="not a multiple"):
+        proposal_target(mx.nd.array(np.zeros((3, 5))), mx.nd.array(np.zeros((2, 1, 5))),
+                        num_classes=3)
+    with pytest.raises(ValueError, match="gt_boxes"):
+        proposal_target(mx.nd.array(HAND_ROIS), mx.nd.array(HAND_GT[0]), num_classes=3)
+    with pytest.raises(ValueError, match="non-empty"):
+        proposal_target(mx.nd.array(np.zeros((0, 5))), mx.nd.array(HAND_GT), num_classes=3)
+
+
+@pytest.mark.parametrize("attrs, match", [
+    (dict(num_classes="3", fg_fraction="1.5"), "fg_fraction must be in"),
+    (dict(num_classes="1"), "num_classes"),
+    (dict(image_rois="4"), "num_classes is required"),
+    (dict(num_classes="3", image_rois="0"), "image_rois"),
+    (dict(num_classes="3", bg_thresh_lo="0.6", bg_thresh_hi="0.5"), "bg_thresh_lo"),
+    (dict(num_classes="3", bbox_stds="(1, 1, 1)"), "bbox_stds"),
+    (dict(num_classes="3", bbox_means="(1, 1)"), "bbox_means"),
+])
+def test_bad_attributes_cpp(attrs, match):
+    with pytest.raises(mx.base.MXNetError, match=match):
+        out = mx.nd.contrib.ProposalTarget(mx.nd.array(HAND_ROIS), mx.nd.array(HAND_GT),
+                                           **attrs)
+        mx.nd.waitall()
+        del out
+
+
+def test_bad_shapes_and_classes_cpp():
+    rois = mx.sym.Variable("rois")
+    gt = mx.sym.Variable("gt_boxes")
+    sym = mx.sym.contrib.ProposalTarget(rois, gt, num_classes="3")
+    with pytest.raises(mx.base.MXNetError, match="not a multiple"):
+        sym.infer_shape(rois=(7, 5), gt_boxes=(2, 3, 5))
+    with pytest.raises(mx.base.MXNetError, match="rois must be"):
+        sym.infer_shape(rois=(8, 4), gt_boxes=(2, 3, 5))
+    with pytest.raises(mx.base.MXNetError, match="zero-size"):
+        mx.nd.contrib.ProposalTarget(mx.nd.array(np.zeros((0, 5))), mx.nd.array(HAND_GT),
+                                     num_classes="3")
+    with pytest.raises(mx.base.MXNetError, match="float32"):
+        sym.infer_type(rois="float64", gt_boxes="float64")
+    bad_gt = HAND_GT.copy()
+    bad_gt[0, 0, 4] = 3  # num_classes = 3: classes 1..2
+    with pytest.raises(mx.base.MXNetError, match="class"):
+        mx.nd.contrib.ProposalTarget(mx.nd.array(HAND_ROIS), mx.nd.array(bad_gt),
+                                     num_classes="3")[1].asnumpy()
+    bad_gt[0, 0, 4] = 1.5
+    with pytest.raises(mx.base.MXNetError, match="integers"):
+        mx.nd.contrib.ProposalTarget(mx.nd.array(HAND_ROIS), mx.nd.array(bad_gt),
+                                     num_classes="3")[1].asnumpy()
