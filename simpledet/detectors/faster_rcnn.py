@@ -1,0 +1,135 @@
+"""Faster R-CNN: backbone -> neck -> RPN -> proposal sampling -> RoIAlign -> box head.
+
+Separate train and test symbols (no is-training branch inside one graph); components are built
+in float32 and pass Symbols to each other, so mixed precision can cast between them.
+
+Train symbol inputs (all with the image as axis 0, so Module can split a batch over contexts):
+    data (B, 3, H, W) float32 normalized pixels; im_info (B, 3) [height, width, scale];
+    gt_boxes (B, G, 5) [x1, y1, x2, y2, class], padding rows -1; rpn_label (B, N);
+    rpn_target, rpn_weight (B, 4N) in the loader's layout (see simpledet.models.rpn.base).
+Train symbol outputs: one MakeLoss per loss, named ``rpn_cls_loss``, ``rpn_reg_loss``,
+    ``bbox_cls_loss``, ``bbox_reg_loss``; each forward output is the (1,) loss value. Each loss
+    is normalized over this device's samples, so the optimizer should average the devices'
+    gradients (rescale_grad = 1 / number of contexts).
+Test symbol: inputs data, im_info; one output dets (B, max_det, 6) [x1, y1, x2, y2, score,
+    class] in network-input pixels (divide by im_info scale for the original image), rows of -1
+    when unused.
+"""
+import mxnet as mx
+
+from simpledet.models import FpnRoiExtractor, RpnHead, build_backbone, build_bbox_head, build_neck
+
+__all__ = ["FasterRcnn"]
+
+
+class FasterRcnn:
+    """Builds Faster R-CNN symbols from a FasterRcnnConfig.
+
+    Attributes:
+        train_data_names / test_data_names: input names, matching the loader's batch keys.
+        label_names: empty (labels enter as data).
+        loss_names: names of the train symbol's outputs (``{name}_output`` in list_outputs).
+    """
+
+    train_data_names = ("data", "im_info", "gt_boxes", "rpn_label", "rpn_target", "rpn_weight")
+    test_data_names = ("data", "im_info")
+    label_names = ()
+    loss_names = ("rpn_cls_loss", "rpn_reg_loss", "bbox_cls_loss", "bbox_reg_loss")
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg)
+        self.neck = build_neck(cfg)
+        for names, strides, what in (
+                (self.neck.rpn_feature_names, cfg.rpn_feature_strides, "rpn_feature_strides"),
+                (self.neck.roi_feature_names, cfg.roi_feature_strides, "roi_feature_strides")):
+            have = tuple(self.neck.strides[n] for n in names)
+            if have != tuple(strides):
+                raise ValueError(f"neck {type(self.neck).__name__} gives strides {have} but "
+                                 f"cfg.{what} is {tuple(strides)}")
+        self.rpn_head = RpnHead(cfg, self.neck.rpn_feature_names, cfg.rpn_feature_strides)
+        self.roi_extractor = FpnRoiExtractor(cfg.roi_extractor, cfg.roi_feature_strides)
+        self.bbox_head = build_bbox_head(cfg, self.backbone)
+        self._levels_cache = {}
+
+    # --- graph pieces -----------------------------------------------------------------------
+
+    def _features(self, data):
+        """(rpn feature list, roi feature list), finest first."""
+        features = self.neck.get_features(self.backbone.get_features(data))
+        return ([features[n] for n in self.neck.rpn_feature_names],
+                [features[n] for n in self.neck.roi_feature_names])
+
+    def get_train_symbol(self):
+        """mx.sym.Group of the four MakeLoss outputs (see the module docstring)."""
+        data, im_info, gt_boxes, rpn_label, rpn_target, rpn_weight = (
+            mx.sym.var(name) for name in self.train_data_names)
+        rpn_features, roi_features = self._features(data)
+        cls_logits, bbox_deltas = self.rpn_head.get_output(rpn_features)
+        loss_values = self.rpn_head.get_loss(cls_logits, bbox_deltas, rpn_label, rpn_target,
+                                             rpn_weight)
+        proposals = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, im_info,
+                                                   training=True)
+        rois, label, bbox_target, bbox_weight = self.rpn_head.get_sampled_proposal(
+            proposals, gt_boxes)
+        roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
+        cls_logit, bbox_delta = self.bbox_head.get_output(roi_feat)
+        loss_values.update(self.bbox_head.get_loss(cls_logit, bbox_delta, label, bbox_target,
+                                                   bbox_weight))
+        return mx.sym.Group([mx.sym.MakeLoss(loss_values[name], name=name)
+                             for name in self.loss_names])
+
+    def get_test_symbol(self):
+        """The inference symbol: data, im_info -> dets (B, max_det, 6)."""
+        data, im_info = (mx.sym.var(name) for name in self.test_data_names)
+        rpn_features, roi_features = self._features(data)
+        cls_logits, bbox_deltas = self.rpn_head.get_output(rpn_features)
+        rois = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, im_info, training=False)
+        roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
+        cls_logit, bbox_delta = self.bbox_head.get_output(roi_feat)
+        return self.bbox_head.get_prediction(cls_logit, bbox_delta, rois, im_info)
+
+    # --- what the engine needs --------------------------------------------------------------
+
+    def rpn_levels(self, bucket_h, bucket_w):
+        """[(stride, feat_h, feat_w)] of the RPN levels for a padded (bucket_h, bucket_w) input,
+        by infer_shape of the RPN logits (the loader's anchor targets must match them)."""
+        key = (int(bucket_h), int(bucket_w))
+        if key not in self._levels_cache:
+            rpn_features, _ = self._features(mx.sym.var("data"))
+            cls_logits, _ = self.rpn_head.get_output(rpn_features)
+            _, shapes, _ = mx.sym.Group(cls_logits).infer_shape(data=(1, 3) + key)
+            self._levels_cache[key] = [(stride, shape[2], shape[3]) for stride, shape
+                                       in zip(self.cfg.rpn_feature_strides, shapes)]
+        return list(self._levels_cache[key])
+
+    def train_data_shapes(self, batch_size, bucket_h, bucket_w):
+        """{input name: shape} of one device's training batch (for bind / infer_shape)."""
+        num_anchors = sum(self.cfg.rpn.num_anchors * h * w
+                          for _, h, w in self.rpn_levels(bucket_h, bucket_w))
+        return {"data": (batch_size, 3, bucket_h, bucket_w), "im_info": (batch_size, 3),
+                "gt_boxes": (batch_size, self.cfg.input.max_num_gt, 5),
+                "rpn_label": (batch_size, num_anchors),
+                "rpn_target": (batch_size, 4 * num_anchors),
+                "rpn_weight": (batch_size, 4 * num_anchors)}
+
+    def test_data_shapes(self, batch_size, bucket_h, bucket_w):
+        """{input name: shape} of one device's test batch."""
+        return {"data": (batch_size, 3, bucket_h, bucket_w), "im_info": (batch_size, 3)}
+
+    def fixed_param_patterns(self):
+        """Anchored regexes of the parameters not to train (frozen backbone stages and, with
+        fixbn, every backbone norm affine); use ``simpledet.models.select_params`` on
+        ``symbol.list_arguments()`` to get Module's ``fixed_param_names``."""
+        return self.backbone.fixed_param_patterns()
+
+    @staticmethod
+    def initializer():
+        """Initializer for parameters without pretrained values.
+
+        Variables that carry their own ``init`` (heads: N(0, 0.01), box regression
+        N(0, 0.001); FPN and fc layers: Xavier uniform) keep it; every other weight (backbone
+        convs from scratch) gets MSRA (He) Gaussian init, biases and BN/GN beta 0, gamma 1,
+        moving means 0 and moving variances 1 (MXNet's defaults by name suffix).
+        """
+        return mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2)

@@ -1,0 +1,23 @@
+"""Model builders by data-flow stage: backbone -> neck -> rpn -> roi_extractor -> bbox_head.
+
+Each builder takes Symbols and returns Symbols, under its own name prefix (backbone: none, its
+names are the pretrained files'; neck ``fpn_``; rpn ``rpn_``; RoIAlign ``roi_``; box head
+``bbox_``), so a detector can insert casts between components.
+"""
+from simpledet.models.backbone import (
+    Backbone,
+    Normalizer,
+    ResNet,
+    build_backbone,
+    check_anchored,
+    select_params,
+)
+from simpledet.models.bbox_head import BboxHead, C5Head, TwoMlpHead, build_bbox_head
+from simpledet.models.neck import FpnNeck, IdentityNeck, Neck, build_neck
+from simpledet.models.roi_extractor import FpnRoiExtractor
+from simpledet.models.rpn import RpnHead, RpnHeadBase
+
+__all__ = ["Backbone", "BboxHead", "C5Head", "FpnNeck", "FpnRoiExtractor", "IdentityNeck",
+           "Neck", "Normalizer", "ResNet", "RpnHead", "RpnHeadBase", "TwoMlpHead",
+           "build_backbone", "build_bbox_head", "build_neck", "check_anchored",
+           "select_params"]

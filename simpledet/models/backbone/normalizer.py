@@ -1,0 +1,94 @@
+"""The normalization layer after each backbone conv: fixed BN, BN, SyncBN or GroupNorm.
+
+Every kind creates parameters named ``{name}_gamma`` / ``{name}_beta`` (and, for the BatchNorm
+kinds, auxiliary states ``{name}_moving_mean`` / ``{name}_moving_var``), so pretrained files and
+freeze patterns see the same names whichever normalizer a config picks.
+"""
+import mxnet as mx
+
+__all__ = ["NORMALIZER_KINDS", "Normalizer", "make_normalizer"]
+
+NORMALIZER_KINDS = ("fixbn", "bn", "syncbn", "gn")
+_BN_EPS = 1e-5
+_BN_MOMENTUM = 0.9
+_GN_GROUPS = 32
+_GN_EPS = 1e-5
+
+
+class Normalizer:
+    """Builds one normalization layer per call.
+
+    Attributes:
+        kind: 'fixbn' (BatchNorm with use_global_stats=True: running statistics of the
+            pretrained weights; its gamma/beta must be frozen, see
+            ResNet.fixed_param_patterns), 'bn' (per-device batch statistics), 'syncbn'
+            (``contrib.SyncBatchNorm`` over ``num_devices`` devices, one key per layer) or 'gn'
+            (GroupNorm, 32 groups, per-channel affine).
+        num_devices: devices SyncBatchNorm synchronizes over.
+    """
+
+    def __init__(self, kind, num_devices=1):
+        if kind not in NORMALIZER_KINDS:
+            raise ValueError(f"backbone.normalizer must be one of {NORMALIZER_KINDS}, "
+                             f"got {kind!r}")
+        if kind == "syncbn" and num_devices < 1:
+            raise ValueError(f"syncbn needs num_devices >= 1, got {num_devices}")
+        self.kind = kind
+        self.num_devices = int(num_devices)
+
+    @property
+    def is_frozen(self):
+        """True when the layers use stored statistics and their affine must not train."""
+        return self.kind == "fixbn"
+
+    def __call__(self, data, name, channels):
+        """Normalizes ``data``.
+
+        Args:
+            data: (B, channels, H, W) Symbol.
+            name: layer name, e.g. 'stage1_unit1_bn1'.
+            channels: channel count of ``data`` (GroupNorm's affine parameters need it).
+
+        Returns:
+            (B, channels, H, W) Symbol.
+        """
+        if self.kind == "fixbn":
+            return mx.sym.BatchNorm(data, name=name, fix_gamma=False, use_global_stats=True,
+                                    eps=_BN_EPS)
+        if self.kind == "bn":
+            return mx.sym.BatchNorm(data, name=name, fix_gamma=False, use_global_stats=False,
+                                    momentum=_BN_MOMENTUM, eps=_BN_EPS)
+        if self.kind == "syncbn":
+            return mx.sym.contrib.SyncBatchNorm(data, name=name, key=name, ndev=self.num_devices,
+                                                fix_gamma=False, momentum=_BN_MOMENTUM,
+                                                eps=_BN_EPS)
+        return _group_norm(data, name, channels)
+
+
+def _group_norm(data, name, channels):
+    """GroupNorm with a per-channel affine.
+
+    MXNet 1.9's GroupNorm op has per-*group* gamma/beta of shape (num_groups,); the paper (and
+    detectron2, and GN-pretrained weights) use per-channel ones. So the op normalizes with a
+    constant unit affine and the (channels,) gamma/beta are applied after it.
+    """
+    if channels % _GN_GROUPS:
+        raise ValueError(f"GroupNorm layer {name}: {channels} channels are not divisible by "
+                         f"{_GN_GROUPS} groups")
+    gamma = mx.sym.var(f"{name}_gamma", shape=(channels,))
+    beta = mx.sym.var(f"{name}_beta", shape=(channels,))
+    unit_gamma = mx.sym.ones(shape=(_GN_GROUPS,), name=f"{name}_unit_gamma")
+    zero_beta = mx.sym.zeros(shape=(_GN_GROUPS,), name=f"{name}_zero_beta")
+    normed = mx.sym.GroupNorm(data, unit_gamma, zero_beta, num_groups=_GN_GROUPS, eps=_GN_EPS,
+                              name=name)
+    scaled = mx.sym.broadcast_mul(normed, mx.sym.reshape(gamma, shape=(1, -1, 1, 1),
+                                                         name=f"{name}_gamma_4d"),
+                                  name=f"{name}_scale")
+    return mx.sym.broadcast_add(scaled, mx.sym.reshape(beta, shape=(1, -1, 1, 1),
+                                                       name=f"{name}_beta_4d"),
+                                name=f"{name}_shift")
+
+
+def make_normalizer(kind, num_devices=1):
+    """The Normalizer of a config's ``backbone.normalizer``; see :class:`Normalizer`."""
+    return Normalizer(kind, num_devices)

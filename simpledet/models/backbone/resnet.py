@@ -1,0 +1,259 @@
+"""ResNet v1 / v1b / v2 and ResNeXt backbones, named as SimpleDet's pretrained files.
+
+Variants (``backbone.variant``):
+
+- ``v1``: MSRA ResNet (the Caffe weights SimpleDet ships as ``resnet-v1-{depth}``): post-
+  activation units, the stride of a downsampling bottleneck in its first 1x1 conv.
+- ``v1b``: the same units with the stride in the 3x3 conv (GluonCV ``resnet{depth}_v1b``,
+  torchvision, detectron2).
+- ``resnext``: v1b units whose 3x3 conv is grouped (cardinality ``resnext_groups``, width
+  ``resnext_groups * resnext_group_width`` in stage 1, doubling per stage: 32x4d, 64x4d, 32x8d).
+- ``v2``: pre-activation units (MXNet model-zoo ``resnet-{depth}``): norm -> relu -> conv, the
+  stride in the 3x3 conv, the shortcut taken after the first activation, and a fixed
+  ``bn_data`` BatchNorm whitening the raw 0..255 pixels (so the loader's mean/std are 0/1).
+
+Depths 18 and 34 use basic units (two 3x3 convs), 50/101/152 bottleneck units (ResNeXt: 50,
+101, 152 only).
+
+Parameter names (``{u}`` = ``stage{s}_unit{i}``, s = 1..4 for res2..res5, i from 1; every norm
+layer has ``_gamma``/``_beta`` and, for BatchNorm kinds, ``_moving_mean``/``_moving_var``):
+
+- stem: ``conv0_weight`` (7x7, stride 2), norm ``bn0``, then a 3x3 stride-2 max pool; v2 has
+  ``bn_data`` before ``conv0``.
+- v1 / v1b / resnext bottleneck: ``{u}_conv1``, ``{u}_bn1``, ``{u}_conv2``, ``{u}_bn2``,
+  ``{u}_conv3``, ``{u}_bn3``; projection shortcut ``{u}_sc`` + ``{u}_sc_bn``.
+- v1 / v1b basic: ``{u}_conv1``, ``{u}_bn1``, ``{u}_conv2``, ``{u}_bn2``, ``{u}_sc``,
+  ``{u}_sc_bn``.
+- v2 bottleneck: ``{u}_bn1``, ``{u}_conv1``, ``{u}_bn2``, ``{u}_conv2``, ``{u}_bn3``,
+  ``{u}_conv3``, shortcut ``{u}_sc`` (no norm); basic: ``{u}_bn1``, ``{u}_conv1``,
+  ``{u}_bn2``, ``{u}_conv2``, ``{u}_sc``. After res5 v2 has a final norm ``bn1`` (used by the
+  C5 box head).
+- convs have no bias. Unit 1 of a stage has the projection shortcut when its shape changes;
+  v2 always has one in unit 1 (as the MXNet model-zoo files).
+"""
+import mxnet as mx
+
+from simpledet.models.backbone.base import Backbone
+from simpledet.models.backbone.normalizer import Normalizer
+
+__all__ = ["RESNET_DEPTHS", "RESNET_VARIANTS", "ResNet"]
+
+RESNET_VARIANTS = ("v1", "v1b", "v2", "resnext")
+RESNET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+                 152: (3, 8, 36, 3)}
+_BASIC_DEPTHS = (18, 34)
+_STEM_CHANNELS = 64
+_FEATURE_OF_STAGE = {1: "c2", 2: "c3", 3: "c4", 4: "c5"}
+_STRIDE_OF_STAGE = {1: 4, 2: 8, 3: 16, 4: 32}
+# Names of every norm layer this module can create, for the frozen-normalizer pattern.
+_NORM_LAYER_NAMES = r"(bn_data|bn0|bn1|stage[1-4]_unit[0-9]+_(bn[1-3]|sc_bn))"
+
+
+class ResNet(Backbone):
+    """A ResNet-family backbone returning c2..c5 (or c2..c4 for the C4 layout).
+
+    Args:
+        variant: 'v1', 'v1b', 'v2' or 'resnext' (see the module docstring).
+        depth: 18, 34, 50, 101 or 152.
+        normalizer: a :class:`Normalizer` (fixbn / bn / syncbn / gn).
+        frozen_stages: 0 trains everything; k >= 1 freezes the stem and stages 1..k (res2..);
+            4 and 5 both freeze every stage.
+        last_stage: 4 returns c2..c5 (FPN); 3 stops at c4 (C4 layout: res5 is built by
+            :meth:`res5` inside the box head instead).
+        resnext_groups / resnext_group_width: ResNeXt cardinality and per-group width.
+    """
+
+    def __init__(self, variant="v1", depth=50, normalizer=None, *, frozen_stages=1, last_stage=4,
+                 resnext_groups=32, resnext_group_width=4):
+        if variant not in RESNET_VARIANTS:
+            raise ValueError(f"backbone.variant must be one of {RESNET_VARIANTS}, got "
+                             f"{variant!r}")
+        if depth not in RESNET_DEPTHS:
+            raise ValueError(f"backbone.depth must be one of {sorted(RESNET_DEPTHS)}, got "
+                             f"{depth!r}")
+        if variant == "resnext" and depth in _BASIC_DEPTHS:
+            raise ValueError(f"backbone.depth {depth} uses basic units, which have no grouped "
+                             f"conv: ResNeXt needs depth 50, 101 or 152")
+        if last_stage not in (3, 4):
+            raise ValueError(f"last_stage must be 3 (C4 layout) or 4 (c2..c5), got {last_stage}")
+        if frozen_stages < 0:
+            raise ValueError(f"backbone.frozen_stages must be >= 0, got {frozen_stages}")
+        self.variant = variant
+        self.depth = depth
+        self.normalizer = normalizer or Normalizer("fixbn")
+        self.frozen_stages = int(frozen_stages)
+        self.last_stage = last_stage
+        self.groups = resnext_groups if variant == "resnext" else 1
+        self.group_width = resnext_group_width
+        self.units = RESNET_DEPTHS[depth]
+        self.basic = depth in _BASIC_DEPTHS
+        self.strides = {_FEATURE_OF_STAGE[s]: _STRIDE_OF_STAGE[s]
+                        for s in range(1, last_stage + 1)}
+
+    @classmethod
+    def from_config(cls, backbone_cfg, *, num_devices=1, last_stage=4):
+        """The backbone of a ``BackboneConfig`` (``cfg.backbone``).
+
+        Args:
+            backbone_cfg: the config section.
+            num_devices: devices SyncBatchNorm synchronizes over (``cfg.runtime.num_devices``).
+            last_stage: 4 for c2..c5, 3 for the C4 layout.
+        """
+        return cls(backbone_cfg.variant, backbone_cfg.depth,
+                   Normalizer(backbone_cfg.normalizer, num_devices),
+                   frozen_stages=backbone_cfg.frozen_stages, last_stage=last_stage,
+                   resnext_groups=backbone_cfg.resnext_groups,
+                   resnext_group_width=backbone_cfg.resnext_group_width)
+
+    # --- channel bookkeeping ----------------------------------------------------------------
+
+    def out_channels(self, stage):
+        """Output channels of stage 1..4 (res2..res5)."""
+        return (64 if self.basic else 256) * 2 ** (stage - 1)
+
+    def _mid_channels(self, stage):
+        if self.basic:
+            return self.out_channels(stage)
+        if self.variant == "resnext":
+            return self.groups * self.group_width * 2 ** (stage - 1)
+        return self.out_channels(stage) // 4
+
+    def _in_channels(self, stage):
+        return _STEM_CHANNELS if stage == 1 else self.out_channels(stage - 1)
+
+    # --- layers -----------------------------------------------------------------------------
+
+    def _conv(self, data, name, channels, kernel, stride=1, groups=1):
+        pad = (kernel - 1) // 2
+        return mx.sym.Convolution(data, name=name, num_filter=channels, kernel=(kernel, kernel),
+                                  stride=(stride, stride), pad=(pad, pad), num_group=groups,
+                                  no_bias=True)
+
+    def _norm(self, data, name, channels):
+        return self.normalizer(data, name, channels)
+
+    @staticmethod
+    def _relu(data, name):
+        return mx.sym.Activation(data, act_type="relu", name=name)
+
+    def stem(self, data):
+        """conv0 (7x7, stride 2) -> norm -> relu -> 3x3 stride-2 max pool: (B, 64, H/4, W/4)."""
+        if self.variant == "v2":
+            # MXNet model-zoo v2 weights whiten raw pixels themselves; always frozen.
+            data = mx.sym.BatchNorm(data, name="bn_data", fix_gamma=True, use_global_stats=True,
+                                    eps=2e-5)
+        x = self._conv(data, "conv0", _STEM_CHANNELS, 7, stride=2)
+        x = self._norm(x, "bn0", _STEM_CHANNELS)
+        x = self._relu(x, "relu0")
+        return mx.sym.Pooling(x, name="pool0", kernel=(3, 3), stride=(2, 2), pad=(1, 1),
+                              pool_type="max")
+
+    def stage(self, data, stage, stride, in_channels=None):
+        """Residual stage ``stage`` (1..4 = res2..res5) with ``stride`` in its first unit.
+
+        Args:
+            data: (B, in_channels, H, W) Symbol.
+            stage: 1..4, names the parameters ``stage{stage}_unit{i}_*``.
+            stride: 1 or 2.
+            in_channels: channels of data; by default those of the previous stage.
+
+        Returns:
+            (B, out_channels(stage), ceil(H / stride), ceil(W / stride)) Symbol.
+        """
+        in_ch = self._in_channels(stage) if in_channels is None else in_channels
+        out_ch, mid_ch = self.out_channels(stage), self._mid_channels(stage)
+        for unit in range(1, self.units[stage - 1] + 1):
+            name = f"stage{stage}_unit{unit}"
+            unit_stride = stride if unit == 1 else 1
+            project = unit == 1 and (self.variant == "v2" or unit_stride != 1 or in_ch != out_ch)
+            if self.variant == "v2":
+                data = self._unit_v2(data, name, in_ch, mid_ch, out_ch, unit_stride, project)
+            else:
+                data = self._unit_v1(data, name, in_ch, mid_ch, out_ch, unit_stride, project)
+            in_ch = out_ch
+        return data
+
+    def _unit_v1(self, data, name, in_ch, mid_ch, out_ch, stride, project):
+        """Post-activation unit (v1, v1b, resnext)."""
+        if self.basic:
+            x = self._conv(data, f"{name}_conv1", out_ch, 3, stride)
+            x = self._relu(self._norm(x, f"{name}_bn1", out_ch), f"{name}_relu1")
+            x = self._norm(self._conv(x, f"{name}_conv2", out_ch, 3), f"{name}_bn2", out_ch)
+        else:
+            # v1 (MSRA) strides in the first 1x1 conv, v1b / ResNeXt in the 3x3 conv.
+            s1, s3 = (stride, 1) if self.variant == "v1" else (1, stride)
+            x = self._conv(data, f"{name}_conv1", mid_ch, 1, s1)
+            x = self._relu(self._norm(x, f"{name}_bn1", mid_ch), f"{name}_relu1")
+            x = self._conv(x, f"{name}_conv2", mid_ch, 3, s3, groups=self.groups)
+            x = self._relu(self._norm(x, f"{name}_bn2", mid_ch), f"{name}_relu2")
+            x = self._norm(self._conv(x, f"{name}_conv3", out_ch, 1), f"{name}_bn3", out_ch)
+        shortcut = data
+        if project:
+            shortcut = self._conv(data, f"{name}_sc", out_ch, 1, stride)
+            shortcut = self._norm(shortcut, f"{name}_sc_bn", out_ch)
+        x = mx.sym.elemwise_add(x, shortcut, name=f"{name}_plus")
+        return self._relu(x, f"{name}_relu")
+
+    def _unit_v2(self, data, name, in_ch, mid_ch, out_ch, stride, project):
+        """Pre-activation unit (v2): the output is the un-activated sum."""
+        act = self._relu(self._norm(data, f"{name}_bn1", in_ch), f"{name}_relu1")
+        if self.basic:
+            x = self._conv(act, f"{name}_conv1", out_ch, 3, stride)
+            x = self._relu(self._norm(x, f"{name}_bn2", out_ch), f"{name}_relu2")
+            x = self._conv(x, f"{name}_conv2", out_ch, 3)
+        else:
+            x = self._conv(act, f"{name}_conv1", mid_ch, 1)
+            x = self._relu(self._norm(x, f"{name}_bn2", mid_ch), f"{name}_relu2")
+            x = self._conv(x, f"{name}_conv2", mid_ch, 3, stride)
+            x = self._relu(self._norm(x, f"{name}_bn3", mid_ch), f"{name}_relu3")
+            x = self._conv(x, f"{name}_conv3", out_ch, 1)
+        shortcut = self._conv(act, f"{name}_sc", out_ch, 1, stride) if project else data
+        return mx.sym.elemwise_add(x, shortcut, name=f"{name}_plus")
+
+    # --- the contract -----------------------------------------------------------------------
+
+    def get_features(self, data):
+        """c2..c5 (or c2..c4 when last_stage is 3); see :class:`Backbone`.
+
+        v2 stage outputs are the un-activated residual sums (as SimpleDet's v2 backbones).
+        """
+        x = self.stem(data)
+        features = {}
+        for stage in range(1, self.last_stage + 1):
+            x = self.stage(x, stage, stride=1 if stage == 1 else 2)
+            features[_FEATURE_OF_STAGE[stage]] = x
+        return features
+
+    def res5(self, data, stride=1):
+        """res5 (stage 4) on RoI features, for the C5 box head of the C4 layout.
+
+        Args:
+            data: (R, out_channels(3), h, w) RoI features pooled from c4.
+            stride: stride of the first unit; 1 as SimpleDet (7x7 RoIs stay 7x7).
+
+        Returns:
+            (R, out_channels(4), ceil(h / stride), ceil(w / stride)) Symbol, activated (v2 adds
+            its final norm ``bn1`` and relu, as the pretrained classifier does).
+        """
+        x = self.stage(data, 4, stride, in_channels=self.out_channels(3))
+        if self.variant == "v2":
+            x = self._relu(self._norm(x, "bn1", self.out_channels(4)), "relu1")
+        return x
+
+    def fixed_param_patterns(self):
+        """Anchored patterns of the parameters not to train.
+
+        - ``^bn_data_`` (v2): the fixed input whitening.
+        - frozen_stages k >= 1: ``^conv0_``, ``^bn0_`` and ``^stage1_`` .. ``^stage{k}_``.
+        - fixbn: the gamma/beta of every backbone norm layer (also res5 inside the C5 head),
+          as a pattern over the backbone's own layer names, never a bare "gamma".
+        """
+        patterns = []
+        if self.variant == "v2":
+            patterns.append("^bn_data_")
+        if self.frozen_stages >= 1:
+            patterns += ["^conv0_", "^bn0_"]
+            patterns += [f"^stage{s}_" for s in range(1, min(self.frozen_stages, 4) + 1)]
+        if self.normalizer.is_frozen:
+            patterns.append(f"^{_NORM_LAYER_NAMES}_(gamma|beta)$")
+        return patterns

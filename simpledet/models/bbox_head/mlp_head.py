@@ -1,0 +1,25 @@
+"""The 2MLP box head of FPN Faster R-CNN: flatten -> fc -> relu -> fc -> relu.
+
+Parameters: ``bbox_fc1_{weight,bias}``, ``bbox_fc2_{weight,bias}`` (Xavier uniform over fan-in,
+magnitude 3, SimpleDet's / detectron2's c2_xavier_fill), plus the predictors of base.py.
+"""
+import mxnet as mx
+
+from simpledet.models.bbox_head.base import BboxHead
+
+__all__ = ["TwoMlpHead"]
+
+_FC_INIT = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=3)
+
+
+class TwoMlpHead(BboxHead):
+    """Two shared fc layers of ``cfg.bbox_head.fc_dim`` units."""
+
+    def _head_feature(self, roi_feat):
+        dim = self.cfg.bbox_head.fc_dim
+        with mx.name.Prefix(self.prefix):
+            flat = mx.sym.flatten(roi_feat, name="flatten")
+            fc1 = self._fc(flat, "fc1", dim, _FC_INIT)
+            fc1 = mx.sym.Activation(fc1, act_type="relu", name="fc1_relu")
+            fc2 = self._fc(fc1, "fc2", dim, _FC_INIT)
+            return mx.sym.Activation(fc2, act_type="relu", name="fc2_relu")

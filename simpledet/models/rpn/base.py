@@ -1,0 +1,35 @@
+"""The RPN head contract (SimpleDet's ``rpn_head.get_loss() / get_sampled_proposal()``).
+
+Layouts (A anchors per location, levels in ascending stride, as the neck's rpn features):
+
+- ``get_output(features)`` -> ``(cls_logits, bbox_deltas)``: per level l, cls_logits[l]
+  (B, A, H_l, W_l) foreground logits of anchor a at (y, x) and bbox_deltas[l] (B, 4A, H_l, W_l),
+  channel a * 4 + k = delta k (dx, dy, dw, dh; not normalized) of anchor a. Anchor a is ratio
+  a // len(scales), scale a % len(scales) (``simpledet.core.anchors``).
+- ``get_loss(cls_logits, bbox_deltas, rpn_label, rpn_target, rpn_weight)`` -> {loss name:
+  (1,) Symbol}. rpn_label (B, N), N = sum_l A * H_l * W_l in (level, a, y, x) order (1 fg,
+  0 bg, -1 ignored); rpn_target / rpn_weight (B, 4N) in (level, a * 4 + k, y, x) order: the
+  loader's layout (``simpledet.data.anchor_target``).
+- ``get_all_proposal(cls_logits, bbox_deltas, im_info, training)`` -> rois (B * post_nms, 5)
+  [batch_idx, x1, y1, x2, y2], gradient-free.
+- ``get_sampled_proposal(rois, gt_boxes)`` -> ``(rois, labels, bbox_targets, bbox_weights)``:
+  (B * S, 5), (B * S,), (B * S, 4K or 4) x 2, S RoIs sampled per image (proposal_target).
+"""
+
+__all__ = ["RpnHeadBase"]
+
+
+class RpnHeadBase:
+    """Base class of RPN heads; see the module docstring for the tensor layouts."""
+
+    def get_output(self, features):
+        raise NotImplementedError
+
+    def get_loss(self, cls_logits, bbox_deltas, rpn_label, rpn_target, rpn_weight):
+        raise NotImplementedError
+
+    def get_all_proposal(self, cls_logits, bbox_deltas, im_info, training):
+        raise NotImplementedError
+
+    def get_sampled_proposal(self, rois, gt_boxes):
+        raise NotImplementedError

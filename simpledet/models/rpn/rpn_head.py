@@ -1,0 +1,139 @@
+"""The RPN head: a shared 3x3 conv + relu, then 1x1 convs for A sigmoid logits and 4A deltas.
+
+Choices (documented in the report of issue 4):
+
+- Classification is one sigmoid logit per anchor (detectron2), not SimpleDet's 2A softmax
+  channels: half the channels, and the foreground probability is what pyramid_proposal reads.
+- Weights are shared by every level: one set of variables, applied per level.
+- Loss: binary cross-entropy over the sampled anchors (label != -1) and smooth L1 with
+  beta = 1/9 (SimpleDet's sigma 3) on rpn_target where rpn_weight is 1; both divided by the
+  number of sampled anchors of the batch on this device.
+- Proposals: sigmoid probabilities and deltas through ``simpledet.ops.pyramid_proposal``
+  (joint NMS over levels), then ``simpledet.ops.proposal_target`` with the gt boxes; both
+  gradient-free (BlockGrad).
+
+Parameters (prefix ``rpn_``): ``rpn_conv_3x3_{weight,bias}``, ``rpn_cls_logit_{weight,bias}``,
+``rpn_bbox_delta_{weight,bias}``; weights N(0, 0.01), biases 0.
+"""
+import warnings
+
+import mxnet as mx
+
+from simpledet.models import losses
+from simpledet.models.rpn.base import RpnHeadBase
+from simpledet.ops import proposal_target, pyramid_proposal
+
+__all__ = ["RpnHead"]
+
+_RPN_REG_BETA = 1.0 / 9.0
+
+
+class RpnHead(RpnHeadBase):
+    """RPN over one (C4) or several (FPN) levels.
+
+    Args:
+        cfg: the FasterRcnnConfig (reads rpn, roi_sampler, bbox_head.reg_mean/reg_std/
+            class_agnostic, num_classes).
+        level_names: names of the input maps, ascending stride (e.g. p2..p6, or c4); they
+            name the per-level ops.
+        feature_strides: the strides of those maps (``cfg.rpn_feature_strides``).
+        prefix: name prefix of the head's layers and parameters.
+    """
+
+    def __init__(self, cfg, level_names, feature_strides, prefix="rpn_"):
+        if len(level_names) != len(feature_strides):
+            raise ValueError(f"RpnHead: {len(level_names)} level names {tuple(level_names)} but "
+                             f"{len(feature_strides)} strides {tuple(feature_strides)}")
+        self.cfg = cfg
+        self.level_names = tuple(level_names)
+        self.feature_strides = tuple(feature_strides)
+        self.num_anchors = cfg.rpn.num_anchors
+        self.prefix = prefix
+        if not cfg.roi_sampler.add_gt_as_proposals:
+            warnings.warn("roi_sampler.add_gt_as_proposals=False is not supported by "
+                          "simpledet.ops.proposal_target yet (it always appends the gt boxes "
+                          "to the candidates); training samples from proposals + gt",
+                          stacklevel=2)
+
+    def _var(self, name, init=None):
+        return mx.sym.var(f"{self.prefix}{name}", init=init)
+
+    def get_output(self, features):
+        """Per-level logits (B, A, H, W) and deltas (B, 4A, H, W); see rpn/base.py."""
+        if len(features) != len(self.level_names):
+            raise ValueError(f"RpnHead expects {len(self.level_names)} feature maps "
+                             f"{self.level_names}, got {len(features)}")
+        gauss = mx.init.Normal(0.01)
+        shared = {layer: (self._var(f"{layer}_weight", gauss), self._var(f"{layer}_bias"))
+                  for layer in ("conv_3x3", "cls_logit", "bbox_delta")}
+        cls_logits, bbox_deltas = [], []
+        with mx.name.Prefix(self.prefix):
+            for level, feature in zip(self.level_names, features):
+                weight, bias = shared["conv_3x3"]
+                conv = mx.sym.Convolution(feature, weight=weight, bias=bias, kernel=(3, 3),
+                                          pad=(1, 1), num_filter=self.cfg.rpn.conv_channels,
+                                          name=f"conv_3x3_{level}")
+                conv = mx.sym.Activation(conv, act_type="relu", name=f"relu_{level}")
+                weight, bias = shared["cls_logit"]
+                cls_logits.append(mx.sym.Convolution(
+                    conv, weight=weight, bias=bias, kernel=(1, 1), num_filter=self.num_anchors,
+                    name=f"cls_logit_{level}"))
+                weight, bias = shared["bbox_delta"]
+                bbox_deltas.append(mx.sym.Convolution(
+                    conv, weight=weight, bias=bias, kernel=(1, 1),
+                    num_filter=4 * self.num_anchors, name=f"bbox_delta_{level}"))
+        return cls_logits, bbox_deltas
+
+    def _flatten_levels(self, per_level, name):
+        """[(B, C_l, H_l, W_l)] -> (B, sum_l C_l * H_l * W_l) in (level, c, y, x) order."""
+        flat = [mx.sym.reshape(x, shape=(0, -1), name=f"{name}_flat_{level}")
+                for x, level in zip(per_level, self.level_names)]
+        if len(flat) == 1:
+            return flat[0]
+        return mx.sym.concat(*flat, dim=1, name=f"{name}_concat")
+
+    def get_loss(self, cls_logits, bbox_deltas, rpn_label, rpn_target, rpn_weight):
+        """{"rpn_cls_loss": (1,), "rpn_reg_loss": (1,)}, each divided by the sampled anchors."""
+        with mx.name.Prefix(self.prefix):
+            logits = self._flatten_levels(cls_logits, "cls_logit")
+            deltas = self._flatten_levels(bbox_deltas, "bbox_delta")
+            count = losses.sampled_count(rpn_label, "loss_count")
+            cls_sum = losses.sigmoid_bce_sum(logits, rpn_label, "cls_bce")
+            reg_sum = losses.smooth_l1_sum(deltas, rpn_target, rpn_weight, _RPN_REG_BETA,
+                                           "reg")
+            return {"rpn_cls_loss": losses.normalize(cls_sum, count, "cls_normalized"),
+                    "rpn_reg_loss": losses.normalize(reg_sum, count, "reg_normalized")}
+
+    def get_all_proposal(self, cls_logits, bbox_deltas, im_info, training):
+        """Proposals (B * post_nms, 5) with the train or test pre/post-NMS counts."""
+        rpn = self.cfg.rpn
+        pre_nms = rpn.train_pre_nms if training else rpn.test_pre_nms
+        post_nms = rpn.train_post_nms if training else rpn.test_post_nms
+        with mx.name.Prefix(self.prefix):
+            probs = [mx.sym.BlockGrad(mx.sym.sigmoid(logit, name=f"cls_prob_{level}"),
+                                      name=f"cls_prob_{level}_blockgrad")
+                     for logit, level in zip(cls_logits, self.level_names)]
+            deltas = [mx.sym.BlockGrad(delta, name=f"bbox_delta_{level}_blockgrad")
+                      for delta, level in zip(bbox_deltas, self.level_names)]
+            rois, _ = pyramid_proposal(
+                probs, deltas, im_info, feature_strides=self.feature_strides,
+                scales=rpn.anchor_scales, ratios=rpn.anchor_ratios, pre_nms_top_n=pre_nms,
+                post_nms_top_n=post_nms, nms_threshold=rpn.nms_iou, min_size=rpn.min_box_size,
+                name="proposal")
+            return mx.sym.BlockGrad(rois, name="proposal_blockgrad")
+
+    def get_sampled_proposal(self, rois, gt_boxes):
+        """RoIs sampled for the box head with their targets; see rpn/base.py."""
+        cfg = self.cfg
+        sampler = cfg.roi_sampler
+        with mx.name.Prefix(self.prefix):
+            outputs = proposal_target(
+                rois, gt_boxes, num_classes=cfg.num_classes,
+                image_rois=sampler.batch_per_image, fg_fraction=sampler.fg_fraction,
+                fg_thresh=sampler.fg_iou, bg_thresh_hi=sampler.bg_iou_hi,
+                bg_thresh_lo=sampler.bg_iou_lo, bbox_means=cfg.bbox_head.reg_mean,
+                bbox_stds=cfg.bbox_head.reg_std, class_agnostic=cfg.bbox_head.class_agnostic,
+                name="proposal_target")
+            names = ("rois", "label", "bbox_target", "bbox_weight")
+            return tuple(mx.sym.BlockGrad(out, name=f"sampled_{n}")
+                         for out, n in zip(outputs, names))

@@ -1,0 +1,240 @@
+"""FasterRcnn: every zoo config builds train and test symbols whose shapes fit the loader's
+batches, and a tiny model trains one step with finite losses and detects."""
+import collections
+import json
+import math
+import warnings
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from simpledet.config import FasterRcnnConfig, load_config
+from simpledet.data.anchor_target import assign_anchor_targets, feature_levels
+from simpledet.data.transforms import bucket_shape
+from simpledet.detectors import FasterRcnn
+from simpledet.models import select_params
+
+REPO = Path(__file__).resolve().parents[2]
+ZOO_CONFIGS = sorted(p for p in (REPO / "config").rglob("*.py") if "_base" not in p.parts)
+LOSS_OUTPUTS = ["rpn_cls_loss_output", "rpn_reg_loss_output", "bbox_cls_loss_output",
+                "bbox_reg_loss_output"]
+
+
+def load_quietly(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. the add_gt_as_proposals note of the v2 config
+        cfg = load_config(path)
+        return cfg, FasterRcnn(cfg)
+
+
+def loader_batch_shapes(cfg, bucket, batch_size):
+    """Shapes of the loader's training batch, computed from the loader's own helpers."""
+    levels = feature_levels(*bucket, cfg.rpn_feature_strides)
+    anchors = sum(cfg.rpn.num_anchors * h * w for _, h, w in levels)
+    return {"data": (batch_size, 3) + bucket, "im_info": (batch_size, 3),
+            "gt_boxes": (batch_size, cfg.input.max_num_gt, 5), "rpn_label": (batch_size, anchors),
+            "rpn_target": (batch_size, 4 * anchors), "rpn_weight": (batch_size, 4 * anchors)}
+
+
+@pytest.mark.parametrize("path", ZOO_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "config")))
+def test_every_config_builds_and_infers_shapes(path):
+    cfg, model = load_quietly(path)
+    landscape = bucket_shape(cfg.input.short, cfg.input.long, cfg.input.short, cfg.input.long)
+    portrait = bucket_shape(cfg.input.long, cfg.input.short, cfg.input.short, cfg.input.long)
+    for bucket in (landscape, portrait):
+        assert model.rpn_levels(*bucket) == feature_levels(*bucket, cfg.rpn_feature_strides)
+        shapes = loader_batch_shapes(cfg, bucket, cfg.train.images_per_device)
+        assert model.train_data_shapes(cfg.train.images_per_device, *bucket) == shapes
+    train = model.get_train_symbol()
+    assert train.list_outputs() == LOSS_OUTPUTS
+    _, out_shapes, _ = train.infer_shape(**loader_batch_shapes(cfg, landscape,
+                                                               cfg.train.images_per_device))
+    assert out_shapes == [(1,)] * 4
+    test = model.get_test_symbol()
+    assert test.list_outputs() == ["dets_output"]
+    batch = cfg.test.images_per_device
+    _, out_shapes, _ = test.infer_shape(data=(batch, 3) + portrait, im_info=(batch, 3))
+    assert out_shapes == [(batch, cfg.test.max_det, 6)]
+    train_inputs = set(train.list_arguments()) | set(train.list_auxiliary_states())
+    test_params = set(test.list_arguments()) - set(model.test_data_names)
+    assert test_params <= train_inputs  # a training checkpoint has every test parameter
+    assert set(test.list_auxiliary_states()) <= train_inputs
+
+
+@pytest.mark.parametrize("name", ["faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x"])
+def test_graph_node_names_are_unique_and_prefixed(name):
+    _, model = load_quietly(REPO / "config" / f"{name}.py")
+    backbone_names = ("conv0", "bn0", "relu0", "pool0", "stage", "bn_data", "bn1", "relu1")
+    for symbol in (model.get_train_symbol(), model.get_test_symbol()):
+        nodes = json.loads(symbol.tojson())["nodes"]
+        counts = collections.Counter(n["name"] for n in nodes)
+        assert [k for k, v in counts.items() if v > 1] == []
+        ops = [n["name"] for n in nodes if n["op"] != "null"]
+        strays = [n for n in ops if not n.startswith(
+            backbone_names + ("fpn_", "rpn_", "roi_", "bbox_", "dets"))]
+        assert strays == []
+
+
+def test_data_and_label_names():
+    assert FasterRcnn.train_data_names == ("data", "im_info", "gt_boxes", "rpn_label",
+                                           "rpn_target", "rpn_weight")
+    assert FasterRcnn.test_data_names == ("data", "im_info")
+    assert FasterRcnn.label_names == ()
+
+
+def test_unsupported_sampler_option_is_reported():
+    with pytest.warns(UserWarning, match="add_gt_as_proposals"):
+        FasterRcnn(load_config(REPO / "config" / "faster_r50v2c4_c5_256roi_1x.py"))
+
+
+@pytest.mark.parametrize("normalizer", ["gn", "syncbn", "bn"])
+def test_normalizers_build_the_c4_detector(normalizer):
+    cfg = load_config(REPO / "config" / "faster_r50v1c4_c5_512roi_1x.py",
+                      [f"backbone.normalizer={normalizer}", "runtime.device_ids=(0, 1)"])
+    model = FasterRcnn(cfg)
+    _, out_shapes, _ = model.get_train_symbol().infer_shape(
+        **model.train_data_shapes(2, 512, 640))
+    assert out_shapes == [(1,)] * 4
+
+
+# --- a tiny model, run for real --------------------------------------------------------------
+
+SIZE = 128
+
+
+def tiny_cfg(neck="fpn", normalizer="bn", num_devices=1):
+    cfg = FasterRcnnConfig()
+    cfg.pretrain = None
+    cfg.neck.type = neck
+    cfg.bbox_head.type = "2mlp" if neck == "fpn" else "c5"
+    cfg.bbox_head.class_agnostic = neck != "fpn"
+    cfg.backbone.depth = 18
+    cfg.backbone.normalizer = normalizer
+    cfg.runtime.device_ids = tuple(range(num_devices))
+    cfg.dataset.class_names = ("a", "b")
+    cfg.neck.channels = 32
+    cfg.rpn.conv_channels = 32
+    if neck != "fpn":
+        cfg.rpn.anchor_scales = (2.0, 4.0, 8.0)
+    cfg.rpn.batch_per_image = 64
+    cfg.rpn.train_pre_nms, cfg.rpn.train_post_nms = 200, 100
+    cfg.rpn.test_pre_nms, cfg.rpn.test_post_nms = 100, 50
+    cfg.roi_sampler.batch_per_image = 32
+    cfg.bbox_head.fc_dim = 64
+    cfg.input.max_num_gt = 4
+    cfg.test.max_det = 20
+    cfg.train.iters_at_batch16 = 1000
+    cfg.train.lr_steps_at_batch16 = (500,)
+    cfg.freeze()
+    return cfg
+
+
+def tiny_batch(cfg, model):
+    """Two 128x128 images: two boxes in the first, none in the second (gt rows all -1)."""
+    rng = np.random.default_rng(0)
+    gt = np.full((2, cfg.input.max_num_gt, 5), -1, np.float32)
+    gt[0, :2] = [[10, 10, 60, 70, 1], [50, 40, 120, 100, 2]]
+    im_info = np.array([[SIZE, SIZE, 1.0], [100, SIZE, 1.0]], np.float32)
+    levels = model.rpn_levels(SIZE, SIZE)
+    targets = [assign_anchor_targets(gt[b][gt[b, :, 4] > 0, :4], im_info[b], levels,
+                                     cfg.rpn.anchor_scales, cfg.rpn.anchor_ratios, rng=rng,
+                                     batch_size=cfg.rpn.batch_per_image) for b in range(2)]
+    return {"data": rng.standard_normal((2, 3, SIZE, SIZE)).astype(np.float32),
+            "im_info": im_info, "gt_boxes": gt,
+            "rpn_label": np.stack([t["labels"] for t in targets]).astype(np.float32),
+            "rpn_target": np.stack([t["targets"] for t in targets]),
+            "rpn_weight": np.stack([t["weights"] for t in targets])}
+
+
+def train_step(cfg, contexts):
+    mx.random.seed(0)
+    model = FasterRcnn(cfg)
+    symbol = model.get_train_symbol()
+    batch = tiny_batch(cfg, model)
+    fixed = select_params(symbol.list_arguments(), model.fixed_param_patterns())
+    module = mx.mod.Module(symbol, data_names=list(model.train_data_names), label_names=None,
+                           context=contexts, fixed_param_names=fixed)
+    module.bind(data_shapes=[(k, batch[k].shape) for k in model.train_data_names])
+    module.init_params(model.initializer())
+    module.forward(mx.io.DataBatch([mx.nd.array(batch[k]) for k in model.train_data_names]),
+                   is_train=True)
+    module.backward()
+    mx.nd.waitall()
+    return model, module, batch, fixed
+
+
+@pytest.mark.parametrize("neck,normalizer", [("fpn", "bn"), ("none", "gn")])
+def test_tiny_model_trains_one_step_with_finite_losses(neck, normalizer):
+    cfg = tiny_cfg(neck, normalizer)
+    _, module, _, fixed = train_step(cfg, [mx.cpu(0)])
+    losses = dict(zip(module.output_names, (o.asnumpy() for o in module.get_outputs())))
+    assert list(losses) == LOSS_OUTPUTS
+    for name, value in losses.items():
+        assert value.shape == (1,) and np.isfinite(value).all() and value[0] >= 0, name
+    # untrained: sigmoid and softmax over 3 classes sit near their chance losses
+    assert losses["rpn_cls_loss_output"][0] == pytest.approx(math.log(2), rel=0.1)
+    assert losses["bbox_cls_loss_output"][0] == pytest.approx(math.log(3), rel=0.2)
+    grads = module._exec_group.grad_arrays
+    names = module._exec_group.param_names
+    assert fixed and not set(fixed) & {n for n, g in zip(names, grads) if g[0] is not None}
+    nonzero = set()
+    for name, grad in zip(names, grads):
+        if grad[0] is not None:
+            value = grad[0].asnumpy()
+            assert np.isfinite(value).all(), name
+            if value.any():
+                nonzero.add(name)
+    for name in ("rpn_cls_logit_weight", "rpn_bbox_delta_weight", "bbox_cls_logit_weight",
+                 "stage2_unit1_conv1_weight"):
+        assert name in nonzero
+
+
+@pytest.mark.parametrize("normalizer", ["bn", "syncbn"])
+def test_two_contexts_split_the_batch_and_an_image_without_boxes_alone_is_finite(normalizer):
+    _, module, _, _ = train_step(tiny_cfg(normalizer=normalizer, num_devices=2),
+                                 [mx.cpu(0), mx.cpu(1)])
+    outputs = dict(zip(module.output_names, module.get_outputs(merge_multi_context=False)))
+    for name, per_device in outputs.items():
+        assert len(per_device) == 2
+        for value in per_device:
+            assert value.shape == (1,) and np.isfinite(value.asnumpy()).all(), name
+    # the second device holds the image without boxes: nothing to regress there
+    assert outputs["bbox_reg_loss_output"][1].asnumpy()[0] == 0
+    assert outputs["rpn_reg_loss_output"][1].asnumpy()[0] == 0
+
+
+def test_test_symbol_gives_dets_in_the_output_layout():
+    cfg = tiny_cfg()
+    model, module, batch, _ = train_step(cfg, [mx.cpu(0)])
+    arg_params, aux_params = module.get_params()
+    tester = mx.mod.Module(model.get_test_symbol(), data_names=list(model.test_data_names),
+                           label_names=None)
+    tester.bind(data_shapes=[("data", batch["data"].shape), ("im_info", (2, 3))],
+                for_training=False)
+    tester.set_params(arg_params, aux_params)  # every test parameter comes from training
+    tester.forward(mx.io.DataBatch([mx.nd.array(batch["data"]), mx.nd.array(batch["im_info"])]),
+                   is_train=False)
+    dets = tester.get_outputs()[0].asnumpy()
+    mx.nd.waitall()
+    assert dets.shape == (2, cfg.test.max_det, 6)
+    assert np.isfinite(dets).all()
+    used = dets[..., 4] > 0
+    assert (dets[~used] == -1).all()  # unused rows are all -1
+    assert used.any()  # an untrained model still scores above 0.05 somewhere
+    boxes, classes = dets[used][:, :4], dets[used][:, 5]
+    assert set(np.unique(classes)) <= {1.0, 2.0}
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+    assert boxes.min() >= 0 and boxes.max() <= SIZE - 1
+
+
+def test_head_initializers():
+    model = FasterRcnn(tiny_cfg())
+    symbol = model.get_train_symbol()
+    attrs = symbol.attr_dict()
+    assert "normal" in attrs["rpn_cls_logit_weight"]["__init__"]
+    assert "0.001" in attrs["bbox_reg_delta_weight"]["__init__"]
+    assert "xavier" in attrs["fpn_p2_conv_weight"]["__init__"]
+    assert "__init__" not in attrs.get("stage1_unit1_conv1_weight", {})  # global MSRA init
+    assert isinstance(model.initializer(), mx.init.Xavier)

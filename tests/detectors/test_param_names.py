@@ -1,0 +1,76 @@
+"""Parameter names are the checkpoint format: golden list_arguments / list_auxiliary_states of
+the reference configs. A rename fails here; if it is intended, regenerate the golden files with
+
+    python tests/detectors/test_param_names.py --regenerate
+
+and say in the change why old checkpoints no longer load.
+"""
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN_DIR = REPO / "tests" / "golden"
+REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x")
+
+
+def current_names(config_name):
+    """['arg NAME', ..., 'aux NAME', ...] of the config's train symbol, in graph order."""
+    from simpledet.config import load_config
+    from simpledet.detectors import FasterRcnn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = FasterRcnn(load_config(REPO / "config" / f"{config_name}.py"))
+    symbol = model.get_train_symbol()
+    return ([f"arg {n}" for n in symbol.list_arguments()]
+            + [f"aux {n}" for n in symbol.list_auxiliary_states()])
+
+
+def golden_path(config_name):
+    return GOLDEN_DIR / f"{config_name}.params.txt"
+
+
+def read_golden(config_name):
+    lines = golden_path(config_name).read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def regenerate():
+    for config_name in REFERENCE_CONFIGS:
+        header = [(f"# Train-symbol parameter names of config/{config_name}.py ('arg' = "
+                   f"list_arguments, 'aux' = list_auxiliary_states)."),
+                  "# Regenerate: python tests/detectors/test_param_names.py --regenerate"]
+        golden_path(config_name).write_text("\n".join(header + current_names(config_name))
+                                            + "\n")
+        print(f"wrote {golden_path(config_name)}")
+
+
+@pytest.mark.parametrize("config_name", REFERENCE_CONFIGS)
+def test_parameter_names_match_golden_file(config_name):
+    golden, current = read_golden(config_name), current_names(config_name)
+    removed = [n for n in golden if n not in current]
+    added = [n for n in current if n not in golden]
+    assert not removed and not added, (
+        f"parameter names of {config_name} changed (checkpoints would not load): removed "
+        f"{removed[:10]}, added {added[:10]}; if intended run "
+        f"'python tests/detectors/test_param_names.py --regenerate'")
+    assert current == golden  # same order, too
+
+
+def test_golden_files_cover_every_component():
+    names = read_golden("faster_r50v1_fpn_1x")
+    for expected in ("arg conv0_weight", "arg stage1_unit1_conv1_weight", "arg fpn_p2_conv_weight",
+                     "arg rpn_conv_3x3_weight", "arg bbox_fc1_weight", "arg bbox_reg_delta_bias",
+                     "aux bn0_moving_mean"):
+        assert expected in names
+    c4 = read_golden("faster_r50v1c4_c5_512roi_1x")
+    assert "arg stage4_unit3_conv3_weight" in c4 and not any("fpn_" in n for n in c4)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--regenerate"]:
+        sys.exit(f"usage: python {sys.argv[0]} --regenerate")
+    regenerate()
