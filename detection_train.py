@@ -1,0 +1,132 @@
+"""Trains a detector described by a config file.
+
+    python detection_train.py --config config/faster_r50v1_fpn_1x.py [--set KEY=VALUE ...]
+        [--gpus 0,1 | --cpus N] [--resume] [--max-iter N]
+
+Writes experiments/<name>/: config.py / config.json (the resolved config), train.log,
+metrics.jsonl, checkpoints/iter_*/ and loss_curve.png. The data and the pretrained weights are
+checked before anything is written or built: a missing dataset or weights file is a short error
+naming the paths (exit code 2), as is a bad config. --resume continues from the latest
+checkpoint (parameters, optimizer state, data position) with the same schedule.
+"""
+import argparse
+import os
+import sys
+
+
+def parse_args(argv=None):
+    from simpledet.config import add_config_arguments
+    from simpledet.engine.contexts import add_context_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    add_context_arguments(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the experiment's latest checkpoint")
+    parser.add_argument("--max-iter", type=int, default=None, metavar="N",
+                        help="stop after N iterations (the lr schedule stays the config's)")
+    return parser.parse_args(argv)
+
+
+def fail(message, code=2):
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def prepare_experiment_dir(cfg, resume):
+    """Checks the experiment folder against --resume; returns an error message or None."""
+    from simpledet.engine.checkpoint import list_checkpoints
+
+    checkpoints = list_checkpoints(cfg.experiment_dir)
+    if resume and not checkpoints:
+        return (f"--resume: no checkpoint in {cfg.experiment_dir}/checkpoints; start without "
+                "--resume")
+    if not resume and checkpoints:
+        return (f"{cfg.experiment_dir} already holds checkpoints (up to iteration "
+                f"{checkpoints[-1][0]}); pass --resume to continue it, or choose another "
+                f"experiment name with --set name=...")
+    return None
+
+
+def record_config(cfg, resume):
+    """Dumps the resolved config; on resume, logs how it differs from the saved one."""
+    import logging
+
+    from simpledet.config import diff_configs, dump_config, format_diff, load_config
+
+    saved = os.path.join(cfg.experiment_dir, "config.json")
+    if resume and os.path.isfile(saved):
+        differences = diff_configs(load_config(saved), cfg)
+        if differences:
+            logging.getLogger("simpledet.train").warning(
+                "the config differs from the one the run started with:\n%s",
+                format_diff(differences))
+    dump_config(cfg, cfg.experiment_dir)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from simpledet.config import exit_on_config_error, load_config
+    from simpledet.engine.build import DatasetMissingError, check_dataset_files
+    from simpledet.engine.contexts import context_overrides
+    from simpledet.engine.pretrained import PretrainedError, check_pretrained_exists
+
+    try:
+        overrides = list(args.overrides) + context_overrides(args.gpus, args.cpus)
+    except ValueError as err:
+        return fail(str(err))
+    with exit_on_config_error():
+        cfg = load_config(args.config, overrides)
+    # Everything that can fail fast is checked before the experiment folder exists.
+    try:
+        check_dataset_files(cfg, "train")
+        if not args.resume:
+            check_pretrained_exists(cfg.pretrain_path, cfg.pretrain)
+    except (DatasetMissingError, PretrainedError) as err:
+        return fail(str(err))
+    problem = prepare_experiment_dir(cfg, args.resume)
+    if problem:
+        return fail(problem)
+    if args.max_iter is not None and args.max_iter < 1:
+        return fail(f"--max-iter must be >= 1, got {args.max_iter}")
+
+    from simpledet.utils.logging import setup_logging
+
+    os.makedirs(cfg.experiment_dir, exist_ok=True)
+    log = setup_logging(os.path.join(cfg.experiment_dir, "train.log"))
+    record_config(cfg, args.resume)
+    log.info("experiment %s: %d iterations at %d images/iteration, lr %g",
+             cfg.experiment_dir, cfg.max_iter, cfg.total_batch, cfg.lr)
+    return train(cfg, args, log)
+
+
+def train(cfg, args, log):
+    from simpledet.data.coco import DatasetError
+    from simpledet.engine.build import build_dataset, build_detector, build_train_loader
+    from simpledet.engine.contexts import make_contexts
+    from simpledet.engine.steps import NonFiniteLossError
+    from simpledet.engine.trainer import build_trainer
+
+    try:
+        dataset = build_dataset(cfg, "train", for_training=True)
+    except DatasetError as err:
+        return fail(str(err))
+    log.info("%s", dataset)
+    detector = build_detector(cfg)
+    loader = build_train_loader(cfg, dataset.records, detector)
+    trainer = build_trainer(cfg, detector, loader, make_contexts(cfg.runtime),
+                            max_iter=args.max_iter, load_pretrained_weights=not args.resume)
+    if args.resume:
+        trainer.resume()
+    try:
+        trainer.train()
+    except NonFiniteLossError as err:
+        log.error("%s", err)
+        return fail(str(err), code=1)
+    log.info("done: %d iterations; checkpoints in %s/checkpoints", trainer.iteration,
+             cfg.experiment_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""From a config to the objects a run needs: dataset checks, detector, datasets, loaders.
+
+The dataset check (:func:`check_dataset_files`) touches only the file system, so a CLI can fail
+on missing data before it creates the experiment folder or builds a graph.
+"""
+import functools
+import os
+
+from simpledet.data.transforms import bucket_shape
+
+SIZE_DIVISOR = 32  # every backbone stride (up to 32; P6 is subsampled) divides the buckets
+COCO_HOWTO = (
+    "To get COCO 2017, download http://images.cocodataset.org/zips/train2017.zip, "
+    "http://images.cocodataset.org/zips/val2017.zip and\n"
+    "http://images.cocodataset.org/annotations/annotations_trainval2017.zip; unpack the images "
+    "to <root>/images/{train2017,val2017}/\nand the jsons to <root>/annotations/ (or point "
+    "dataset.root / dataset.*_ann_file / dataset.*_image_dir elsewhere with --set).\n"
+    "To try the pipeline without COCO: python scripts/make_shapes.py --out data/shapes")
+
+
+class DatasetMissingError(FileNotFoundError):
+    """The configured annotation file or image folder does not exist."""
+
+
+def dataset_files(cfg, split):
+    """(annotation file, image folder) of the config's 'train' or 'val' split."""
+    if split == "train":
+        return cfg.dataset.train_annotations, cfg.dataset.train_images
+    if split == "val":
+        return cfg.dataset.val_annotations, cfg.dataset.val_images
+    raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+
+
+def check_dataset_files(cfg, split):
+    """Raises DatasetMissingError naming both expected paths and how to get them."""
+    ann_file, image_dir = dataset_files(cfg, split)
+    missing = []
+    if not os.path.isfile(ann_file):
+        missing.append(f"annotation file {os.path.abspath(ann_file)}")
+    if not os.path.isdir(image_dir):
+        missing.append(f"image folder {os.path.abspath(image_dir)}")
+    if missing:
+        raise DatasetMissingError(
+            f"the {split} data of config '{cfg.name}' is missing: "
+            + " and ".join(missing) + f".\nExpected annotations at {ann_file} and images in "
+            f"{image_dir} (dataset.root={cfg.dataset.root!r}, relative to the working "
+            f"directory).\n{COCO_HOWTO}")
+
+
+def build_detector(cfg):
+    """The detector of a config (imports the model code only when called)."""
+    from simpledet.detectors.faster_rcnn import FasterRcnn
+
+    return FasterRcnn(cfg)
+
+
+def build_dataset(cfg, split, for_training):
+    """A CocoDataset for the split, checked against cfg.dataset.class_names.
+
+    Raises:
+        DatasetError: the json's categories are not the configured classes.
+    """
+    from simpledet.data.coco import CocoDataset, DatasetError
+
+    ann_file, image_dir = dataset_files(cfg, split)
+    dataset = CocoDataset(ann_file, image_dir, for_training=for_training)
+    expected = list(cfg.dataset.class_names)
+    if list(dataset.class_names) != expected:
+        raise DatasetError(
+            f"{dataset.ann_file}: its {len(dataset.class_names)} categories "
+            f"{list(dataset.class_names)[:6]}... differ from the config's {len(expected)} "
+            f"dataset.class_names {expected[:6]}...; set dataset.class_names to the json's "
+            f"category names in category-id order")
+    return dataset
+
+
+def bucket_shapes(cfg):
+    """The (landscape, portrait) padded input shapes of the config's input size."""
+    return (bucket_shape(1, 2, cfg.input.short, cfg.input.long, SIZE_DIVISOR),
+            bucket_shape(2, 1, cfg.input.short, cfg.input.long, SIZE_DIVISOR))
+
+
+def _levels_from_table(table, bucket_h, bucket_w):
+    try:
+        return table[(int(bucket_h), int(bucket_w))]
+    except KeyError:
+        raise KeyError(f"no RPN feature sizes for bucket {bucket_h}x{bucket_w}; known buckets: "
+                       f"{sorted(table)}") from None
+
+
+def rpn_levels_fn(detector, buckets):
+    """A picklable levels_fn for the loader: the detector's rpn_levels (from infer_shape)
+    computed once per bucket, so worker processes need no graph."""
+    table = {tuple(b): [tuple(int(v) for v in level) for level in detector.rpn_levels(*b)]
+             for b in buckets}
+    return functools.partial(_levels_from_table, table)
+
+
+def build_train_loader(cfg, records, detector, *, num_workers=None, rank=0, num_parts=1):
+    """The training DetectionLoader: batch = images_per_device * devices, anchor targets."""
+    from simpledet.data.loader import DetectionLoader
+
+    anchor_params = {
+        "levels_fn": rpn_levels_fn(detector, bucket_shapes(cfg)),
+        "scales": tuple(cfg.rpn.anchor_scales), "ratios": tuple(cfg.rpn.anchor_ratios),
+        "pos_thresh": cfg.rpn.pos_iou, "neg_thresh": cfg.rpn.neg_iou,
+        "batch_size": cfg.rpn.batch_per_image, "fg_fraction": cfg.rpn.fg_fraction,
+        "allowed_border": cfg.rpn.allowed_border}
+    return DetectionLoader(
+        records, batch_size=cfg.train.images_per_device * cfg.runtime.num_devices,
+        short_sides=(cfg.input.short,), long_side=cfg.input.long,
+        mean=cfg.backbone.pixel_mean, std=cfg.backbone.pixel_std, flip=cfg.input.flip,
+        size_divisor=SIZE_DIVISOR, anchor_params=anchor_params, max_gt=cfg.input.max_num_gt,
+        num_workers=cfg.input.loader_workers if num_workers is None else num_workers,
+        shuffle=True, seed=cfg.seed, rank=rank, num_parts=num_parts, for_training=True)
+
+
+def build_test_loader(cfg, records, *, num_workers=None):
+    """The test DetectionLoader: every record once, in order; padding slots valid=False."""
+    from simpledet.data.loader import DetectionLoader
+
+    return DetectionLoader(
+        records, batch_size=cfg.test.images_per_device * cfg.runtime.num_devices,
+        short_sides=(cfg.input.short,), long_side=cfg.input.long,
+        mean=cfg.backbone.pixel_mean, std=cfg.backbone.pixel_std, flip=False,
+        size_divisor=SIZE_DIVISOR, anchor_params=None, max_gt=cfg.input.max_num_gt,
+        num_workers=cfg.input.loader_workers if num_workers is None else num_workers,
+        shuffle=False, seed=cfg.seed, for_training=False)

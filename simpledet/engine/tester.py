@@ -1,0 +1,202 @@
+"""Inference over a split, mapping back to the original images, COCO evaluation, pictures.
+
+The test graph outputs ``dets`` (B, max_det, 6) [x1, y1, x2, y2, score, class] in network-input
+pixels (the resized image, top-left aligned in the padded bucket), rows of -1 when unused. A box
+maps back to the original image by dividing by the resize scale im_info[:, 2] and clipping to
+[0, width - 1] x [0, height - 1] ("+1" convention).
+"""
+import json
+import logging
+import os
+
+import numpy as np
+
+from simpledet.engine.module import GraphModule, to_data_batch
+
+logger = logging.getLogger("simpledet.test")
+
+JSON_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def detections_to_original(dets, im_info, image_sizes):
+    """Maps one batch of detections to original-image pixels.
+
+    Args:
+        dets: (B, D, 6) [x1, y1, x2, y2, score, class] in network-input pixels; rows whose class
+            is < 1 (the -1 padding) are dropped.
+        im_info: (B, 3) [input height, input width, scale].
+        image_sizes: B (height, width) of the original images.
+
+    Returns:
+        B dicts {"boxes": (N, 4) float32, "scores": (N,) float32, "classes": (N,) int32}.
+    """
+    dets = np.asarray(dets, dtype=np.float32)
+    out = []
+    for image_dets, info, (height, width) in zip(dets, np.asarray(im_info), image_sizes):
+        keep = image_dets[:, 5] >= 1
+        kept = image_dets[keep]
+        boxes = kept[:, :4] / float(info[2])
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width - 1)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height - 1)
+        out.append({"boxes": boxes.astype(np.float32), "scores": kept[:, 4].astype(np.float32),
+                    "classes": np.rint(kept[:, 5]).astype(np.int32)})
+    return out
+
+
+class Predictor:
+    """The test graph bound per bucket, with trained parameters.
+
+    Args:
+        symbol: the test symbol (one output: dets).
+        data_names: its inputs (e.g. ["data", "im_info"]).
+        contexts: mx contexts; batches split along axis 0.
+        arg_params / aux_params: name -> NDArray (e.g. from a checkpoint).
+    """
+
+    def __init__(self, symbol, data_names, contexts, arg_params, aux_params):
+        self.module = GraphModule(symbol, data_names, contexts, for_training=False)
+        self.arg_params, self.aux_params = arg_params, aux_params
+
+    def __call__(self, batch):
+        """dets (B, D, 6) of a loader batch (numpy)."""
+        data_batch = to_data_batch(batch, self.module.data_names)
+        if not self.module.bound:
+            self.module.bind(data_batch)
+            needed = set(self.module.param_names)
+            arg_params = {k: v for k, v in self.arg_params.items() if k in needed}
+            missing = sorted(needed - set(arg_params))
+            if missing:
+                raise KeyError(f"the checkpoint lacks test-graph parameters {missing[:5]} "
+                               f"({len(missing)} in all)")
+            self.module.set_params(arg_params, self.aux_params)
+        self.module.forward(data_batch)
+        return self.module.outputs_numpy()[0]
+
+
+def predict(predictor, loader, image_sizes):
+    """Runs the predictor over a test-mode loader.
+
+    Args:
+        predictor: callable batch -> dets (B, D, 6).
+        loader: test-mode DetectionLoader (valid=False marks padding slots).
+        image_sizes: image_id -> (height, width) of the original images.
+
+    Returns:
+        per-image dicts {"image_id", "boxes", "scores", "classes"} (original pixels), one per
+        valid slot, in loader order.
+    """
+    detections = []
+    for batch in loader:
+        dets = predictor(batch)
+        ids = [int(i) for i in batch["image_ids"]]
+        mapped = detections_to_original(dets, batch["im_info"], [image_sizes[i] for i in ids])
+        for image_id, valid, det in zip(ids, batch["valid"], mapped):
+            if valid:
+                detections.append(dict(det, image_id=image_id))
+    return detections
+
+
+def bbox_json(summaries):
+    """The --json payload: {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}}."""
+    return {iou_type: {k: summaries[iou_type][k] for k in JSON_KEYS} for iou_type in summaries}
+
+
+def write_json(payload, path):
+    path = os.path.abspath(str(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def draw_detections(image_rgb, det, class_names, score_thresh=0.3):
+    """Draws boxes with 'class score' labels; returns a BGR image for cv2.imwrite."""
+    import cv2
+
+    canvas = np.ascontiguousarray(image_rgb[:, :, ::-1])
+    for box, score, label in zip(det["boxes"], det["scores"], det["classes"]):
+        if score < score_thresh:
+            continue
+        x1, y1, x2, y2 = (round(float(v)) for v in box)
+        hue = (int(label) * 47) % 180
+        color = tuple(int(c) for c in cv2.cvtColor(np.uint8([[[hue, 200, 255]]]),
+                                                   cv2.COLOR_HSV2BGR)[0, 0])
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 2)
+        name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(label)
+        cv2.putText(canvas, f"{name} {score:.2f}", (x1, max(10, y1 - 3)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+    return canvas
+
+
+def visualize(records, detections, class_names, out_dir, count, score_thresh=0.3):
+    """Writes the first ``count`` images with their detections to out_dir/<image_id>.png.
+
+    Returns:
+        the written paths.
+    """
+    import cv2
+
+    from simpledet.data.coco import read_image
+
+    by_id = {d["image_id"]: d for d in detections}
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for record in records[:count]:
+        det = by_id.get(record["image_id"])
+        if det is None:
+            continue
+        path = os.path.join(out_dir, f"{record['image_id']}.png")
+        cv2.imwrite(path, draw_detections(read_image(record), det, class_names, score_thresh))
+        paths.append(path)
+    return paths
+
+
+def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
+             num_workers=None, experiment_dir=None):
+    """Evaluates a checkpoint on the val split.
+
+    Args:
+        cfg: frozen config.
+        detector: object with get_test_symbol() and test_data_names.
+        contexts: mx contexts.
+        iteration: checkpoint iteration (default: the latest).
+        json_out: write {"bbox": {AP..APl}} here.
+        vis: draw this many images to <experiment_dir>/vis/iter_<N>/.
+        num_workers: loader workers (default cfg.input.loader_workers).
+        experiment_dir: default cfg.experiment_dir.
+
+    Returns:
+        {"bbox": {summary key: value}} (all 12 COCOeval numbers).
+    """
+    from simpledet.engine.build import build_dataset, build_test_loader
+    from simpledet.engine.checkpoint import checkpoint_name, find_checkpoint, load_checkpoint
+    from simpledet.engine.evaluation import evaluate_detections
+
+    experiment_dir = experiment_dir or cfg.experiment_dir
+    checkpoint = load_checkpoint(find_checkpoint(experiment_dir, iteration))
+    logger.info("testing %s (iteration %d)", checkpoint.path, checkpoint.iteration)
+    dataset = build_dataset(cfg, "val", for_training=False)
+    loader = build_test_loader(cfg, dataset.records, num_workers=num_workers)
+    predictor = Predictor(detector.get_test_symbol(), list(detector.test_data_names), contexts,
+                          checkpoint.arg_params, checkpoint.aux_params)
+    sizes = {r["image_id"]: (r["height"], r["width"]) for r in dataset.records}
+    try:
+        detections = predict(predictor, loader, sizes)
+    finally:
+        loader.close()
+    name = checkpoint_name(checkpoint.iteration)
+    results_file = os.path.join(experiment_dir, f"results_{name}_bbox.json")
+    summaries = evaluate_detections(dataset.ann_file, detections, dataset.label_to_cat_id,
+                                    ("bbox",), results_file=results_file)
+    logger.info("results: %s", results_file)
+    if json_out:
+        write_json(bbox_json(summaries), json_out)
+        logger.info("AP numbers: %s", json_out)
+    if vis:
+        paths = visualize(dataset.records, detections, dataset.class_names,
+                          os.path.join(experiment_dir, "vis", name), vis)
+        logger.info("%d pictures in %s", len(paths), os.path.join(experiment_dir, "vis", name))
+    return summaries

@@ -1,0 +1,95 @@
+"""detection_train.py / detection_test.py: fast, short failures before anything is written."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZOO_CONFIG = os.path.join(REPO, "config", "faster_r50v1_fpn_1x.py")
+
+
+def run(script, *args, cwd):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
+                          capture_output=True, check=False, text=True, timeout=60)
+    return proc, time.monotonic() - start
+
+
+def assert_short_error(proc, *needles, max_lines=12):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= max_lines, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
+def test_train_without_coco_fails_fast_naming_the_paths(tmp_path):
+    proc, seconds = run("detection_train.py", "--config", ZOO_CONFIG, cwd=tmp_path)
+    ann = str(tmp_path / "data" / "coco" / "annotations" / "instances_train2017.json")
+    images = str(tmp_path / "data" / "coco" / "images" / "train2017")
+    assert_short_error(proc, ann, images, "images.cocodataset.org", "make_shapes.py")
+    assert seconds < 10
+    assert not (tmp_path / "experiments").exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_pretrained_weights_fail_before_the_experiment_dir(tmp_path):
+    (tmp_path / "data" / "coco" / "annotations").mkdir(parents=True)
+    (tmp_path / "data" / "coco" / "annotations" / "instances_train2017.json").write_text("{}")
+    (tmp_path / "data" / "coco" / "images" / "train2017").mkdir(parents=True)
+    proc, _ = run("detection_train.py", "--config", ZOO_CONFIG, cwd=tmp_path)
+    assert_short_error(proc, "pretrain_model/resnet-v1-50-0000.params",
+                       "--set pretrain=none")
+    assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "syntax", "bad_key_in_file", "bad_key_in_set"])
+def test_config_errors_are_one_screen(tmp_path, case):
+    config = tmp_path / "my_config.py"
+    args = ["--config", str(config)]
+    if case == "missing":
+        needles = ["config file not found", str(config)]
+    elif case == "syntax":
+        config.write_text("from simpledet.config import FasterRcnnConfig\ncfg = "
+                          "FasterRcnnConfig(\ncfg.seed = 1\n")
+        needles = ["syntax error", "my_config.py"]
+    elif case == "bad_key_in_file":
+        config.write_text("from simpledet.config import FasterRcnnConfig\n"
+                          "cfg = FasterRcnnConfig()\ncfg.rpn.nms_iuo = 0.6\n")
+        needles = ["nms_iuo", "nms_iou", "line 3"]
+    else:
+        config.write_text("from simpledet.config import FasterRcnnConfig\n"
+                          "cfg = FasterRcnnConfig()\n")
+        args += ["--set", "train.lr_per_16_image=0.01"]
+        needles = ["unknown key", "train.lr_per_16_images"]
+    proc, _ = run("detection_train.py", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_short_error(proc, "config error", *needles)
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_bad_device_option_and_resume_without_checkpoint(tmp_path):
+    proc, _ = run("detection_train.py", "--config", ZOO_CONFIG, "--gpus", "0,x", cwd=tmp_path)
+    assert_short_error(proc, "--gpus '0,x'")
+    root = tmp_path / "d"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "instances_train2017.json").write_text("{}")
+    (root / "images" / "train2017").mkdir(parents=True)
+    proc, _ = run("detection_train.py", "--config", ZOO_CONFIG, "--resume", "--set",
+                  f"dataset.root={root}", cwd=tmp_path)
+    assert_short_error(proc, "--resume: no checkpoint in experiments/faster_r50v1_fpn_1x")
+
+
+def test_test_cli_without_data_or_checkpoint(tmp_path):
+    proc, _ = run("detection_test.py", "--config", ZOO_CONFIG, cwd=tmp_path)
+    assert_short_error(proc, str(tmp_path / "data" / "coco" / "annotations" /
+                                 "instances_val2017.json"))
+    root = tmp_path / "d"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "instances_val2017.json").write_text("{}")
+    (root / "images" / "val2017").mkdir(parents=True)
+    proc, _ = run("detection_test.py", "--config", ZOO_CONFIG, "--set", f"dataset.root={root}",
+                  cwd=tmp_path)
+    assert_short_error(proc, "no checkpoint in experiments/faster_r50v1_fpn_1x/checkpoints")
