@@ -35,7 +35,9 @@ def fail(message, code=2):
 def main(argv=None):
     args = parse_args(argv)
     from simpledet.config import exit_on_config_error, load_config
-    from simpledet.engine.build import DatasetMissingError, check_dataset_files
+    from simpledet.data.coco import DatasetError
+    from simpledet.engine.build import (DatasetMissingError, check_dataset_files,
+                                        prepare_dataset)
     from simpledet.engine.checkpoint import CheckpointError, find_checkpoint
     from simpledet.engine.contexts import context_overrides
 
@@ -46,9 +48,10 @@ def main(argv=None):
     with exit_on_config_error():
         cfg = load_config(args.config, overrides)
     try:
+        prepare_dataset(cfg, log=lambda msg: print(msg, flush=True))
         check_dataset_files(cfg, "val")
         find_checkpoint(cfg.experiment_dir, args.iter)
-    except (DatasetMissingError, CheckpointError) as err:
+    except (DatasetMissingError, DatasetError, CheckpointError) as err:
         return fail(str(err))
 
     from simpledet.data.coco import DatasetError

@@ -67,7 +67,9 @@ def record_config(cfg, resume):
 def main(argv=None):
     args = parse_args(argv)
     from simpledet.config import exit_on_config_error, load_config
-    from simpledet.engine.build import DatasetMissingError, check_dataset_files
+    from simpledet.data.coco import DatasetError
+    from simpledet.engine.build import (DatasetMissingError, check_dataset_files,
+                                        prepare_dataset)
     from simpledet.engine.contexts import context_overrides
     from simpledet.engine.pretrained import PretrainedError, check_pretrained_exists
 
@@ -79,10 +81,11 @@ def main(argv=None):
         cfg = load_config(args.config, overrides)
     # Everything that can fail fast is checked before the experiment folder exists.
     try:
+        prepare_dataset(cfg, log=lambda msg: print(msg, flush=True))
         check_dataset_files(cfg, "train")
         if not args.resume:
             check_pretrained_exists(cfg.pretrain_path, cfg.pretrain)
-    except (DatasetMissingError, PretrainedError) as err:
+    except (DatasetMissingError, DatasetError, PretrainedError) as err:
         return fail(str(err))
     problem = prepare_experiment_dir(cfg, args.resume)
     if problem:

@@ -4,9 +4,16 @@
 // per entry of `feature_strides`, each (B, C, H_l, W_l). Output: (N, C, pooled_h, pooled_w).
 // Rois with batch_idx < 0 (padding) pool to zeros. Backward scatters into the maps; rois get
 // zero gradient.
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#include <xmmintrin.h>
+#endif
 
 #include "fpn_roi_align.h"
 #include "simpledet_op.h"
@@ -160,84 +167,341 @@ std::vector<RoiTaps> plan_rois(const T* rois, int64_t n, int batch, const FPNROI
   return plans;
 }
 
-// a[i] += w * v[i]: the forward's inner loop, cloned for AVX2 where the CPU has it (the build
-// otherwise targets baseline x86-64, i.e. SSE2 only).
-#if defined(__x86_64__) && defined(__GNUC__)
-#define SIMPLEDET_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SIMPLEDET_VECTOR_CLONES
-#endif
-SIMPLEDET_VECTOR_CLONES void axpy(float* __restrict a, const float* __restrict v, float w,
-                                  int n) {
-  for (int i = 0; i < n; ++i) a[i] += w * v[i];
-}
-SIMPLEDET_VECTOR_CLONES void axpy(double* __restrict a, const double* __restrict v, double w,
-                                  int n) {
-  for (int i = 0; i < n; ++i) a[i] += w * v[i];
+// ----------------------------------------------------------------------------------------------
+// Forward. The sampling grid of a roi is separable: sample (iy, ix) of bin (ph, pw) sits at row
+// coordinate y(ph, iy) and column coordinate x(pw, ix), and bilinear_tap's corners and weights
+// are products of a row part (y_low/y_high, hy/ly) and a column part (x_low/x_high, hx/lx).
+// So the pixels a roi reads are (touched rows) x (touched columns). Per roi we
+//   1. compute the 1-D taps of its rows and columns (same arithmetic as bilinear_tap),
+//   2. gather those rows' column span (or, for sparse columns, the touched columns) of every
+//      channel into a channels-last buffer: each row segment is contiguous in NCHW, so this is a
+//      blocked transpose of short contiguous runs rather than a per-pixel strided gather,
+//   3. pool every bin over all channels at once from that buffer (taps in bilinear_tap order,
+//      weight (hy*hx)/count etc., zero weights skipped), so results equal a per-sample
+//      evaluation of bilinear_tap bit for bit.
+
+// One axis of bilinear_tap, with the same arithmetic.
+struct AxisTap {
+  int low, high;
+  float lo_w, hi_w;  // weights of low and high: (1 - frac, frac)
+  bool valid;
+};
+
+inline AxisTap axis_tap(float v, int size) {
+  AxisTap a;
+  a.valid = !(v < -1.f || v > size);
+  a.low = a.high = 0;
+  a.lo_w = a.hi_w = 0.f;
+  if (!a.valid) return a;
+  if (v <= 0.f) v = 0.f;
+  int low = static_cast<int>(v), high;
+  if (low >= size - 1) {
+    high = low = size - 1;
+    v = static_cast<float>(low);
+  } else {
+    high = low + 1;
+  }
+  a.low = low;
+  a.high = high;
+  a.hi_w = v - low;
+  a.lo_w = 1.f - a.hi_w;
+  return a;
 }
 
-// Forward, per roi: gather the (at most bins * samples * 4) distinct map pixels its taps read
-// into a channels-last buffer, then accumulate every bin over all channels at once, so the
-// channel loop is contiguous and vectorises. Gathering only touched pixels keeps the cost
-// proportional to the samples, not to the roi's area on the map.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SIMDCLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SIMDCLONES
+#endif
+
+// Pools one bin for all channels: out[c * stride] = sum_t w[t] * g[off[t] + c], summed in t
+// order starting from +0 (as a scalar loop would), for channel blocks held in registers.
+// GCC vector extensions: native 256-bit in the AVX2 clone, pairs of SSE2 ops otherwise.
+typedef float v8sf __attribute__((vector_size(32)));
+typedef float v8sf_u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double v4df __attribute__((vector_size(32)));
+typedef double v4df_u __attribute__((vector_size(32), aligned(8), may_alias));
+
+#define SD_POOL_BIN_BODY(T, V, VU, LANES)                                                     \
+  int c0 = 0;                                                                                 \
+  for (; c0 + 8 * LANES <= channels; c0 += 8 * LANES) {                                       \
+    V a0 = {}, a1 = {}, a2 = {}, a3 = {}, a4 = {}, a5 = {}, a6 = {}, a7 = {};                 \
+    for (int t = 0; t < n; ++t) {                                                             \
+      const T* s = g + off[t] + c0;                                                           \
+      const T wt = static_cast<T>(w[t]);                                                      \
+      a0 += wt * *reinterpret_cast<const VU*>(s);                                             \
+      a1 += wt * *reinterpret_cast<const VU*>(s + LANES);                                     \
+      a2 += wt * *reinterpret_cast<const VU*>(s + 2 * LANES);                                 \
+      a3 += wt * *reinterpret_cast<const VU*>(s + 3 * LANES);                                 \
+      a4 += wt * *reinterpret_cast<const VU*>(s + 4 * LANES);                                 \
+      a5 += wt * *reinterpret_cast<const VU*>(s + 5 * LANES);                                 \
+      a6 += wt * *reinterpret_cast<const VU*>(s + 6 * LANES);                                 \
+      a7 += wt * *reinterpret_cast<const VU*>(s + 7 * LANES);                                 \
+    }                                                                                         \
+    V acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};                                              \
+    T* o = out + static_cast<int64_t>(c0) * stride;                                           \
+    for (int v = 0; v < 8; ++v)                                                               \
+      for (int i = 0; i < LANES; ++i) o[(v * LANES + i) * stride] = acc[v][i];               \
+  }                                                                                           \
+  for (; c0 + LANES <= channels; c0 += LANES) {                                               \
+    V a = {};                                                                                 \
+    for (int t = 0; t < n; ++t)                                                               \
+      a += static_cast<T>(w[t]) * *reinterpret_cast<const VU*>(g + off[t] + c0);              \
+    for (int i = 0; i < LANES; ++i) out[static_cast<int64_t>(c0 + i) * stride] = a[i];       \
+  }                                                                                           \
+  for (; c0 < channels; ++c0) {                                                               \
+    T a = 0;                                                                                  \
+    for (int t = 0; t < n; ++t) a += static_cast<T>(w[t]) * g[off[t] + c0];                   \
+    out[static_cast<int64_t>(c0) * stride] = a;                                               \
+  }
+
+SIMDCLONES void pool_bin(const float* __restrict g, int channels, const int64_t* off,
+                         const float* w, int n, float* __restrict out, int64_t stride) {
+  SD_POOL_BIN_BODY(float, v8sf, v8sf_u, 8)
+}
+SIMDCLONES void pool_bin(const double* __restrict g, int channels, const int64_t* off,
+                         const float* w, int n, double* __restrict out, int64_t stride) {
+  SD_POOL_BIN_BODY(double, v4df, v4df_u, 4)
+}
+#undef SD_POOL_BIN_BODY
+
+// dst[(r * len + j) * channels + c] = src[c * plane + rows[r] + j]: the column span of each
+// gathered row, all channels, transposed to channels-last. 4x4 SSE2 transposes for float.
+template <typename T>
+void gather_spans(const T* src, int64_t plane, int channels, const int64_t* rows, int nrows,
+                  int len, T* dst) {
+  constexpr int kBlock = 16;
+  for (int r = 0; r < nrows; ++r) {
+    T* d = dst + static_cast<int64_t>(r) * len * channels;
+    for (int c0 = 0; c0 < channels; c0 += kBlock) {
+      const int c1 = std::min(channels, c0 + kBlock);
+      for (int j = 0; j < len; ++j)
+        for (int c = c0; c < c1; ++c)
+          d[static_cast<int64_t>(j) * channels + c] = src[c * plane + rows[r] + j];
+    }
+  }
+}
+
+#if defined(__SSE2__)
+template <>
+void gather_spans<float>(const float* src, int64_t plane, int channels, const int64_t* rows,
+                         int nrows, int len, float* dst) {
+  for (int r = 0; r < nrows; ++r) {
+    float* d = dst + static_cast<int64_t>(r) * len * channels;
+    int c = 0;
+    for (; c + 4 <= channels; c += 4) {
+      const float* p0 = src + c * plane + rows[r];
+      const float* p1 = p0 + plane;
+      const float* p2 = p1 + plane;
+      const float* p3 = p2 + plane;
+      if (c + 12 <= channels) {  // the segments two blocks ahead
+        for (int k = 8; k < 12; ++k) {
+          __builtin_prefetch(p0 + k * plane);
+          __builtin_prefetch(p0 + k * plane + len - 1);
+        }
+      }
+      int j = 0;
+      for (; j + 4 <= len; j += 4) {
+        __m128 a0 = _mm_loadu_ps(p0 + j), a1 = _mm_loadu_ps(p1 + j);
+        __m128 a2 = _mm_loadu_ps(p2 + j), a3 = _mm_loadu_ps(p3 + j);
+        _MM_TRANSPOSE4_PS(a0, a1, a2, a3);
+        float* o = d + static_cast<int64_t>(j) * channels + c;
+        _mm_storeu_ps(o, a0);
+        _mm_storeu_ps(o + channels, a1);
+        _mm_storeu_ps(o + 2 * channels, a2);
+        _mm_storeu_ps(o + 3 * channels, a3);
+      }
+      for (; j < len; ++j) {
+        float* o = d + static_cast<int64_t>(j) * channels + c;
+        o[0] = p0[j];
+        o[1] = p1[j];
+        o[2] = p2[j];
+        o[3] = p3[j];
+      }
+    }
+    for (; c < channels; ++c)
+      for (int j = 0; j < len; ++j)
+        d[static_cast<int64_t>(j) * channels + c] = src[c * plane + rows[r] + j];
+  }
+}
+#endif
+
+// dst[(r * ncols + j) * channels + c] = src[c * plane + rows[r] + cols[j]]: sparse columns.
+template <typename T>
+void gather_points(const T* src, int64_t plane, int channels, const int64_t* rows, int nrows,
+                   const int* cols, int ncols, T* dst) {
+  constexpr int kBlock = 16;
+  for (int r = 0; r < nrows; ++r) {
+    T* d = dst + static_cast<int64_t>(r) * ncols * channels;
+    for (int c0 = 0; c0 < channels; c0 += kBlock) {
+      const int c1 = std::min(channels, c0 + kBlock);
+      for (int j = 0; j < ncols; ++j) {
+        const T* s = src + rows[r] + cols[j];
+        for (int c = c0; c < c1; ++c) d[static_cast<int64_t>(j) * channels + c] = s[c * plane];
+      }
+    }
+  }
+}
+
+// The taps of one axis of a roi: n = pooled * grid samples, in (bin, sub-sample) order, and the
+// slot of every touched coordinate among the gathered ones.
+struct AxisPlan {
+  std::vector<AxisTap> taps;
+  std::vector<int> slot;   // slot[coord - first], -1 when not gathered
+  std::vector<int> coords; // gathered coordinates, ascending
+  int first = 0, span = 0, count = 0;
+  bool any_valid = false;
+
+  void build(float start, float bin, int grid, int pooled, int size) {
+    taps.resize(static_cast<size_t>(pooled) * grid);
+    int lo = size, hi = -1;
+    any_valid = false;
+    for (int p = 0, t = 0; p < pooled; ++p) {
+      for (int i = 0; i < grid; ++i, ++t) {
+        float v = start + p * bin + (i + .5f) * bin / grid;
+        taps[t] = axis_tap(v, size);
+        if (!taps[t].valid) continue;
+        any_valid = true;
+        lo = std::min(lo, taps[t].low);
+        hi = std::max(hi, taps[t].high);
+      }
+    }
+    if (!any_valid) return;
+    first = lo;
+    span = hi - lo + 1;
+    slot.assign(span, -1);
+    for (const AxisTap& a : taps) {
+      if (!a.valid) continue;
+      slot[a.low - first] = 0;
+      slot[a.high - first] = 0;
+    }
+    coords.clear();
+    for (int k = 0; k < span; ++k)
+      if (slot[k] == 0) {
+        slot[k] = static_cast<int>(coords.size());
+        coords.push_back(first + k);
+      }
+    count = static_cast<int>(coords.size());
+  }
+};
+
 template <typename T>
 void forward_cpu(const T* rois, int64_t n, const std::vector<const T*>& maps,
                  const std::vector<int>& hs, const std::vector<int>& ws, int batch,
                  int channels, const FPNROIAlignParam& p, T* out) {
-  std::vector<Tap> taps;
-  std::vector<RoiTaps> plans = plan_rois(rois, n, batch, p, hs, ws, &taps);
   const int64_t bins = static_cast<int64_t>(p.pooled_h) * p.pooled_w;
-  parallel_for(n, [&](int64_t i) {
-    const RoiTaps& pl = plans[i];
-    T* dst = out + i * channels * bins;
-    if (pl.batch < 0) {
-      std::fill_n(dst, channels * bins, T(0));
-      return;
+  // Visit rois grouped by (level, image, top edge) so that rois running close together in time
+  // share cache lines of the maps; each roi writes only its own output, so the order does not
+  // change any result.
+  std::vector<int64_t> order(n);
+  {
+    std::vector<std::pair<int64_t, float>> keys(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const T* r = rois + i * 5;
+      float box[4] = {static_cast<float>(r[1]), static_cast<float>(r[2]),
+                      static_cast<float>(r[3]), static_cast<float>(r[4])};
+      const int b = static_cast<int>(r[0]);
+      const int64_t group = (b >= 0 && b < batch) ? fpn_assign_level(box, p) * int64_t(batch) + b
+                                                  : -1;
+      keys[i] = {group, std::isfinite(box[1]) ? box[1] : 0.f};  // NaN would break the sort
+      order[i] = i;
     }
-    const int64_t plane = static_cast<int64_t>(hs[pl.level]) * ws[pl.level];
-    const T* src = maps[pl.level] + pl.batch * plane * channels;
-    const Tap* roi_taps = taps.data() + pl.offset;
-    const int64_t num_taps = bins * pl.samples_per_bin;
-    // Distinct pixels read by this roi, and each tap corner's slot among them.
-    std::vector<int32_t> pixels;
-    pixels.reserve(num_taps * 4);
-    for (int64_t t = 0; t < num_taps; ++t)
-      for (int k = 0; k < 4; ++k) pixels.push_back(roi_taps[t].idx[k]);
-    std::sort(pixels.begin(), pixels.end());
-    pixels.erase(std::unique(pixels.begin(), pixels.end()), pixels.end());
-    std::vector<int32_t> slot(num_taps * 4);
-    for (int64_t t = 0; t < num_taps * 4; ++t)
-      slot[t] = static_cast<int32_t>(
-          std::lower_bound(pixels.begin(), pixels.end(), roi_taps[t / 4].idx[t % 4]) -
-          pixels.begin());
-    const int64_t num_pixels = static_cast<int64_t>(pixels.size());
-    std::vector<T> gathered(num_pixels * channels);  // (pixels, C)
-    // Pixels are sorted, so neighbours share the cache lines of each channel plane; blocks of
-    // 16 channels keep both the 16 source lines and the written line in L1.
-    constexpr int kBlock = 16;
-    for (int c0 = 0; c0 < channels; c0 += kBlock) {
-      const int c1 = std::min(channels, c0 + kBlock);
-      for (int64_t u = 0; u < num_pixels; ++u) {
-        T* g = gathered.data() + u * channels;
-        const T* s = src + pixels[u];
-        for (int c = c0; c < c1; ++c) g[c] = s[c * plane];
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) {
+      return keys[a].first != keys[c].first ? keys[a].first < keys[c].first
+                                            : keys[a].second < keys[c].second;
+    });
+  }
+#pragma omp parallel if (n > 1)
+  {
+    AxisPlan ys, xs;
+    std::vector<int64_t> row_start;
+    std::vector<int64_t> off;
+    std::vector<float> wts;
+    std::vector<int> bin_taps;
+    std::vector<T> gathered;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t visit = 0; visit < n; ++visit) {
+      const int64_t i = order[visit];
+      T* dst = out + i * channels * bins;
+      const T* r = rois + i * 5;
+      float box[4] = {static_cast<float>(r[1]), static_cast<float>(r[2]),
+                      static_cast<float>(r[3]), static_cast<float>(r[4])};
+      const int b = static_cast<int>(r[0]);
+      if (!(b >= 0 && b < batch)) {
+        std::fill_n(dst, channels * bins, T(0));
+        continue;
       }
-    }
-    std::vector<T> acc(bins * channels, T(0));  // (bins, C)
-    for (int64_t bin = 0, t = 0; bin < bins; ++bin) {
-      T* a = acc.data() + bin * channels;
-      for (int s = 0; s < pl.samples_per_bin; ++s, ++t) {
-        for (int k = 0; k < 4; ++k) {
-          const T wk = roi_taps[t].w[k];
-          if (wk == T(0)) continue;
-          axpy(a, gathered.data() + static_cast<int64_t>(slot[t * 4 + k]) * channels, wk,
-               channels);
+      const int level = fpn_assign_level(box, p);
+      const RoiGeometry g = roi_geometry(box, p.strides[level], p);
+      const int h = hs[level], w = ws[level];
+      if (g.grid_h <= 0 || g.grid_w <= 0 || h <= 0 || w <= 0) {
+        std::fill_n(dst, channels * bins, T(0));
+        continue;
+      }
+      ys.build(g.start_h, g.bin_h, g.grid_h, p.pooled_h, h);
+      xs.build(g.start_w, g.bin_w, g.grid_w, p.pooled_w, w);
+      if (!ys.any_valid || !xs.any_valid) {
+        std::fill_n(dst, channels * bins, T(0));
+        continue;
+      }
+      // Columns: the contiguous span unless it is much wider than the touched columns.
+      const bool dense = xs.span <= 2 * xs.count + 4;
+      const int row_len = dense ? xs.span : xs.count;
+      auto col_slot = [&](int x) { return dense ? x - xs.first : xs.slot[x - xs.first]; };
+      auto row_slot = [&](int y) { return ys.slot[y - ys.first]; };
+
+      // Taps of every bin, in bilinear_tap order, as offsets into the gathered buffer.
+      const float inv_count = 1.f / (g.grid_h * g.grid_w);
+      const int max_taps = g.grid_h * g.grid_w * 4;
+      off.resize(bins * max_taps);
+      wts.resize(bins * max_taps);
+      bin_taps.resize(bins);
+      for (int ph = 0; ph < p.pooled_h; ++ph) {
+        for (int pw = 0; pw < p.pooled_w; ++pw) {
+          const int64_t bin = ph * p.pooled_w + pw;
+          int64_t* o = off.data() + bin * max_taps;
+          float* wt = wts.data() + bin * max_taps;
+          int nt = 0;
+          for (int iy = 0; iy < g.grid_h; ++iy) {
+            const AxisTap& ay = ys.taps[ph * g.grid_h + iy];
+            for (int ix = 0; ix < g.grid_w; ++ix) {
+              const AxisTap& ax = xs.taps[pw * g.grid_w + ix];
+              if (!ay.valid || !ax.valid) continue;
+              const int rows[4] = {ay.low, ay.low, ay.high, ay.high};
+              const int cols[4] = {ax.low, ax.high, ax.low, ax.high};
+              const float tw[4] = {ay.lo_w * ax.lo_w, ay.lo_w * ax.hi_w, ay.hi_w * ax.lo_w,
+                                   ay.hi_w * ax.hi_w};
+              for (int k = 0; k < 4; ++k) {
+                const float wk = tw[k] * inv_count;
+                if (wk == 0.f) continue;
+                o[nt] = (static_cast<int64_t>(row_slot(rows[k])) * row_len +
+                         col_slot(cols[k])) * channels;
+                wt[nt] = wk;
+                ++nt;
+              }
+            }
+          }
+          bin_taps[bin] = nt;
         }
       }
+
+      const int64_t plane = static_cast<int64_t>(h) * w;
+      const T* src = maps[level] + static_cast<int64_t>(b) * plane * channels;
+      row_start.resize(ys.count);
+      for (int k = 0; k < ys.count; ++k)
+        row_start[k] = static_cast<int64_t>(ys.coords[k]) * w + (dense ? xs.first : 0);
+      gathered.resize(static_cast<size_t>(ys.count) * row_len * channels);
+      if (dense)
+        gather_spans<T>(src, plane, channels, row_start.data(), ys.count, row_len,
+                        gathered.data());
+      else
+        gather_points<T>(src, plane, channels, row_start.data(), ys.count, xs.coords.data(),
+                         xs.count, gathered.data());
+      for (int64_t bin = 0; bin < bins; ++bin)
+        pool_bin(gathered.data(), channels, off.data() + bin * max_taps,
+                 wts.data() + bin * max_taps, bin_taps[bin], dst + bin, bins);
     }
-    for (int c = 0; c < channels; ++c)
-      for (int64_t bin = 0; bin < bins; ++bin) dst[c * bins + bin] = acc[bin * channels + c];
-  });
+  }
 }
 
 // Scatter is parallel over channels: each thread owns its channel planes, so no atomics.

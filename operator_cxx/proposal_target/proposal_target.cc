@@ -257,6 +257,55 @@ void sample_image(const ProposalTargetParam& p, int b, const ImageInput& in, std
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// CPU overlaps: candidate_overlap for all K candidates of an image, 8 candidates at a time. The
+// arithmetic is box_iou's, operation for operation (fminf/fmaxf NaN rules included), so max_iou
+// is bit-identical to candidate_overlap (and to the CUDA kernel); ties keep the first gt.
+typedef float v8sf __attribute__((vector_size(32)));
+typedef int32_t v8si __attribute__((vector_size(32)));
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SD_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SD_SIMD_CLONES
+#endif
+
+// fminf / fmaxf: a NaN operand yields the other operand.
+inline v8sf vmin(v8sf a, v8sf b) { return ((a < b) | (b != b)) ? a : b; }
+inline v8sf vmax(v8sf a, v8sf b) { return ((a > b) | (b != b)) ? a : b; }
+
+// boxes: SoA x1, y1, x2, y2 of k8 (a multiple of 8) candidates; valid: rows of `gts` with
+// class > 0, ascending. Writes max_iou / argmax for all k8 candidates.
+SD_SIMD_CLONES void overlaps_cpu(const float* x1, const float* y1, const float* x2,
+                                 const float* y2, int64_t k8, const float* gts,
+                                 const int* valid, int num_valid, float* max_iou, int* argmax) {
+  for (int64_t k = 0; k < k8; k += 8) {
+    v8sf ax1, ay1, ax2, ay2;
+    std::memcpy(&ax1, x1 + k, sizeof(v8sf));
+    std::memcpy(&ay1, y1 + k, sizeof(v8sf));
+    std::memcpy(&ax2, x2 + k, sizeof(v8sf));
+    std::memcpy(&ay2, y2 + k, sizeof(v8sf));
+    const v8sf area_a = (ax2 - ax1 + 1.f) * (ay2 - ay1 + 1.f);
+    v8sf best = {};
+    v8si arg = {-1, -1, -1, -1, -1, -1, -1, -1};
+    for (int v = 0; v < num_valid; ++v) {
+      const float* g = gts + static_cast<int64_t>(valid[v]) * 5;
+      const float area_b = box_area(g);
+      const v8sf w = vmin(ax2, v8sf{} + g[2]) - vmax(ax1, v8sf{} + g[0]) + 1.f;
+      const v8sf h = vmin(ay2, v8sf{} + g[3]) - vmax(ay1, v8sf{} + g[1]) + 1.f;
+      const v8sf inter = w * h;
+      v8sf iou = inter / (area_a + area_b - inter);
+      iou = ((w <= 0.f) | (h <= 0.f)) ? v8sf{} : iou;
+      // candidate_overlap: the first valid gt always sets, later ones when strictly greater.
+      const v8si take = v == 0 ? v8si{} - 1 : (iou > best);
+      best = take ? iou : best;
+      arg = take ? v8si{} + valid[v] : arg;
+    }
+    std::memcpy(max_iou + k, &best, sizeof(v8sf));
+    std::memcpy(argmax + k, &arg, sizeof(v8si));
+  }
+}
+
 // Every gt class must be padding (<= 0) or an integer in [1, num_classes - 1].
 void check_gt_classes(const float* gt, int batch, int num_gt, int num_classes) {
   for (int64_t r = 0; r < static_cast<int64_t>(batch) * num_gt; ++r) {
@@ -306,15 +355,23 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
     // One rand state per slot; slot s serves images s, s + slots, ... so no state is shared
     // between threads and the result does not depend on the thread count.
     const int64_t slots = std::min<int64_t>(d.batch, MX_NUM_CPU_RANDOM_STATES);
+    const int64_t K8 = (K + 7) / 8 * 8;
     parallel_for(slots, [&](int64_t s) {
-      std::vector<float> max_iou(K);
-      std::vector<int> argmax(K);
+      std::vector<float> max_iou(K8), soa(4 * K8, 0.f);
+      std::vector<int> argmax(K8), valid;
       for (int64_t b = s; b < d.batch; b += slots) {
         const float* image_rois = rois + b * d.rois_per_image * 5;
         const float* image_gts = gt + b * d.num_gt * 5;
-        for (int64_t k = 0; k < K; ++k)
-          candidate_overlap(candidate_box(image_rois, d.rois_per_image, image_gts, k),
-                            image_gts, d.num_gt, &max_iou[k], &argmax[k]);
+        for (int64_t k = 0; k < K; ++k) {
+          const float* box = candidate_box(image_rois, d.rois_per_image, image_gts, k);
+          for (int c = 0; c < 4; ++c) soa[c * K8 + k] = box[c];
+        }
+        valid.clear();
+        for (int j = 0; j < d.num_gt; ++j)
+          if (image_gts[j * 5 + 4] > 0.f) valid.push_back(j);
+        overlaps_cpu(soa.data(), soa.data() + K8, soa.data() + 2 * K8, soa.data() + 3 * K8, K8,
+                     image_gts, valid.data(), static_cast<int>(valid.size()), max_iou.data(),
+                     argmax.data());
         ImageInput img{image_rois, d.rois_per_image, image_gts, d.num_gt, max_iou.data(),
                        argmax.data()};
         sample_image(p, static_cast<int>(b), img, states[s], out_rois + b * S * 5,

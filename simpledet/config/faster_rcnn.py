@@ -225,6 +225,10 @@ class DatasetConfig(Section):
             None for the default layout.
         class_names: the K foreground classes in label order (label l is class_names[l - 1]);
             the loader checks them against the annotation file's categories.
+        synthetic: 'shapes' to use the bundled synthetic dataset instead of files under root:
+            it is generated on first use (detection_train.py / detection_test.py) into a
+            cache folder named after its parameters, and its splits are 'train' and 'val'.
+        synthetic_train / synthetic_val / synthetic_seed: the generated dataset's parameters.
     """
 
     root: str = "data/coco"
@@ -235,6 +239,10 @@ class DatasetConfig(Section):
     val_ann_file: str | None = None
     val_image_dir: str | None = None
     class_names: tuple[str, ...] = COCO_CLASS_NAMES
+    synthetic: Literal["none", "shapes"] = "none"
+    synthetic_train: int = field(1000, check=positive)
+    synthetic_val: int = field(200, check=positive)
+    synthetic_seed: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -242,24 +250,46 @@ class DatasetConfig(Section):
         return len(self.class_names) + 1
 
     @property
+    def synthetic_params(self) -> dict | None:
+        """Parameters of the generated dataset (None for files under root)."""
+        if self.synthetic == "none":
+            return None
+        from simpledet.data.shapes import DEFAULT_SIZE, shapes_params
+
+        return shapes_params(self.synthetic_train, self.synthetic_val, self.synthetic_seed,
+                             DEFAULT_SIZE, "jpg")
+
+    def _layout(self):
+        """(folder, train split, val split): root, or the synthetic dataset's cache folder."""
+        if self.synthetic == "none":
+            return self.root, self.train_split, self.val_split
+        from simpledet.data.shapes import shapes_root
+
+        return shapes_root(self.synthetic_params), "train", "val"
+
+    @property
     def train_annotations(self) -> str:
         """The training annotation json."""
-        return self.train_ann_file or f"{self.root}/annotations/instances_{self.train_split}.json"
+        root, split, _ = self._layout()
+        return self.train_ann_file or f"{root}/annotations/instances_{split}.json"
 
     @property
     def train_images(self) -> str:
         """The training image folder."""
-        return self.train_image_dir or f"{self.root}/images/{self.train_split}"
+        root, split, _ = self._layout()
+        return self.train_image_dir or f"{root}/images/{split}"
 
     @property
     def val_annotations(self) -> str:
         """The validation annotation json."""
-        return self.val_ann_file or f"{self.root}/annotations/instances_{self.val_split}.json"
+        root, _, split = self._layout()
+        return self.val_ann_file or f"{root}/annotations/instances_{split}.json"
 
     @property
     def val_images(self) -> str:
         """The validation image folder."""
-        return self.val_image_dir or f"{self.root}/images/{self.val_split}"
+        root, _, split = self._layout()
+        return self.val_image_dir or f"{root}/images/{split}"
 
     def validate(self):
         if not self.class_names:
@@ -279,6 +309,9 @@ class InputConfig(Section):
         flip: random horizontal flip in training (probability 0.5).
         max_num_gt: ground-truth boxes padded/capped per image in a batch.
         loader_workers: data loading processes.
+        skip_bad_images: a missing or corrupt image is skipped and counted (its batch slot is
+            filled by another image of the batch, flagged invalid) instead of stopping the run
+            with an error naming the file.
     """
 
     short: int = field(800, check=positive)
@@ -286,6 +319,7 @@ class InputConfig(Section):
     flip: bool = True
     max_num_gt: int = field(100, check=positive)
     loader_workers: int = field(4, check=non_negative)
+    skip_bad_images: bool = False
 
     def validate(self):
         if self.long < self.short:

@@ -253,6 +253,13 @@ def default_cache_root():
     return os.environ.get("SIMPLEDET_CACHE_DIR") or os.path.expanduser("~/.cache/simpledet")
 
 
+def shapes_root(params):
+    """The default folder of the dataset with these parameters (no file is touched):
+    ``<default_cache_root()>/shapes-<hash of params>``."""
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(default_cache_root(), f"shapes-{digest}")
+
+
 def _read_params(root):
     path = os.path.join(root, _PARAMS_FILE)
     try:
@@ -291,8 +298,7 @@ def ensure_shapes_dataset(root=None, *, train=1000, val=200, seed=0, size=DEFAUL
     """
     params = shapes_params(train, val, seed, size, image_format)
     if root is None:
-        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-        root = os.path.join(default_cache_root(), f"shapes-{digest}")
+        root = shapes_root(params)
     root = os.path.abspath(os.path.expanduser(str(root)))
     existing = _check_existing(root, params)
     if existing:

@@ -31,6 +31,26 @@ def dataset_files(cfg, split):
     raise ValueError(f"split must be 'train' or 'val', got {split!r}")
 
 
+def prepare_dataset(cfg, log=None):
+    """Generates the config's synthetic dataset on first use (a no-op for file datasets).
+
+    Returns:
+        The dataset folder that was generated or found, or None for file datasets.
+    """
+    params = cfg.dataset.synthetic_params
+    if params is None:
+        return None
+    from simpledet.data.shapes import ensure_shapes_dataset, shapes_root
+
+    root = shapes_root(params)
+    if log is not None and not os.path.isdir(root):
+        log(f"generating the synthetic '{cfg.dataset.synthetic}' dataset ({params['train']} "
+            f"train / {params['val']} val images) into {root} (first use only)")
+    return ensure_shapes_dataset(root, train=params["train"], val=params["val"],
+                                 seed=params["seed"], size=params["size_hw"],
+                                 image_format=params["image_format"]).root
+
+
 def check_dataset_files(cfg, split):
     """Raises DatasetMissingError naming both expected paths and how to get them."""
     ann_file, image_dir = dataset_files(cfg, split)
@@ -112,7 +132,8 @@ def build_train_loader(cfg, records, detector, *, num_workers=None, rank=0, num_
         mean=cfg.backbone.pixel_mean, std=cfg.backbone.pixel_std, flip=cfg.input.flip,
         size_divisor=SIZE_DIVISOR, anchor_params=anchor_params, max_gt=cfg.input.max_num_gt,
         num_workers=cfg.input.loader_workers if num_workers is None else num_workers,
-        shuffle=True, seed=cfg.seed, rank=rank, num_parts=num_parts, for_training=True)
+        shuffle=True, seed=cfg.seed, rank=rank, num_parts=num_parts, for_training=True,
+        skip_bad_images=cfg.input.skip_bad_images)
 
 
 def build_test_loader(cfg, records, *, num_workers=None):
@@ -125,4 +146,5 @@ def build_test_loader(cfg, records, *, num_workers=None):
         mean=cfg.backbone.pixel_mean, std=cfg.backbone.pixel_std, flip=False,
         size_divisor=SIZE_DIVISOR, anchor_params=None, max_gt=cfg.input.max_num_gt,
         num_workers=cfg.input.loader_workers if num_workers is None else num_workers,
-        shuffle=False, seed=cfg.seed, for_training=False)
+        shuffle=False, seed=cfg.seed, for_training=False,
+        skip_bad_images=cfg.input.skip_bad_images)

@@ -1,0 +1,47 @@
+"""Quickstart: Faster R-CNN with a small FPN, trained from scratch on the bundled synthetic
+shapes dataset (generated on first use) on CPU.
+
+    python detection_train.py --config config/shapes/faster_fpn.py
+    python detection_test.py --config config/shapes/faster_fpn.py
+
+The model is the FPN recipe of config/_base/faster_fpn.py scaled to 256x320 images with 6
+classes and a 2-core CPU: ResNet-18 v1b with BatchNorm trained from scratch (fixed BN needs
+pretrained statistics), 64-channel FPN and RPN, a 256-d 2MLP box head, fewer proposals and rois.
+"""
+from _base.faster_fpn import faster_fpn
+
+from simpledet.data.shapes import CLASS_NAMES
+
+cfg = faster_fpn()
+cfg.pretrain = None
+cfg.dataset.synthetic = "shapes"
+cfg.dataset.class_names = CLASS_NAMES
+cfg.runtime.device = "cpu"
+cfg.runtime.device_ids = (0,)
+cfg.runtime.kvstore = "local"
+
+cfg.backbone.variant = "v1b"
+cfg.backbone.depth = 18
+cfg.backbone.normalizer = "bn"
+cfg.backbone.frozen_stages = 0
+cfg.neck.channels = 64
+cfg.rpn.conv_channels = 64
+cfg.rpn.train_pre_nms = 1000
+cfg.rpn.train_post_nms = 500
+cfg.rpn.test_pre_nms = 500
+cfg.rpn.test_post_nms = 300
+cfg.roi_sampler.batch_per_image = 128
+cfg.bbox_head.fc_dim = 256
+
+cfg.input.short = 256
+cfg.input.long = 320
+cfg.input.loader_workers = 1
+
+cfg.train.images_per_device = 4
+cfg.train.lr_per_16_images = 0.08
+cfg.train.iters_at_batch16 = 250  # 1000 iterations at 4 images: 4 epochs of 1000 images
+cfg.train.lr_steps_at_batch16 = (190, 225)
+cfg.train.warmup_iters = 100
+cfg.train.log_interval = 20
+cfg.train.checkpoint_interval = 500
+cfg.test.images_per_device = 4
