@@ -36,8 +36,7 @@ def main(argv=None):
     args = parse_args(argv)
     from simpledet.config import exit_on_config_error, load_config
     from simpledet.data.coco import DatasetError
-    from simpledet.engine.build import (DatasetMissingError, check_dataset_files,
-                                        prepare_dataset)
+    from simpledet.engine.build import DatasetMissingError, check_dataset_files, prepare_dataset
     from simpledet.engine.checkpoint import CheckpointError, find_checkpoint
     from simpledet.engine.contexts import context_overrides
 

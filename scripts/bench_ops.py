@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import mxnet as mx  # noqa: E402
 
 import simpledet  # noqa: E402,F401  (loads the op library, sets threads)
-from simpledet.core.anchors import base_anchors  # noqa: E402
 
 STRIDES = (4, 8, 16, 32, 64)
 SCALES, RATIOS = (8,), (0.5, 1, 2)

@@ -3,8 +3,17 @@ loading / overriding / dumping / diffing config files. See DESIGN.md and ``confi
 """
 from simpledet.config.faster_rcnn import COCO_CLASS_NAMES, FasterRcnnConfig
 from simpledet.config.loader import (
-    add_config_arguments, apply_overrides, config_to_json, config_to_python, diff_configs,
-    dump_config, exit_on_config_error, format_diff, load_config, parse_override)
+    add_config_arguments,
+    apply_overrides,
+    config_to_json,
+    config_to_python,
+    diff_configs,
+    dump_config,
+    exit_on_config_error,
+    format_diff,
+    load_config,
+    parse_override,
+)
 from simpledet.config.schema import ConfigError, ConfigKeyError, Section, field
 
 __all__ = [

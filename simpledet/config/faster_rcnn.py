@@ -11,7 +11,15 @@ import warnings
 from typing import Literal
 
 from simpledet.config.schema import (
-    ConfigError, Section, all_positive, field, fraction, increasing, non_negative, positive)
+    ConfigError,
+    Section,
+    all_positive,
+    field,
+    fraction,
+    increasing,
+    non_negative,
+    positive,
+)
 
 # The 80 COCO categories in category-id order: label l (1..80) is COCO_CLASS_NAMES[l - 1].
 COCO_CLASS_NAMES = (

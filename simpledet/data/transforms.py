@@ -13,6 +13,7 @@ import numpy as np
 
 from simpledet.data.coco import decode_image_file
 
+
 # Read the stored pixels as they are: COCO's width/height describe the file, not its EXIF view.
 def read_image(path, expected_hw=None):
     """Reads an image file as RGB uint8 (H, W, 3): the loader's "read" step.

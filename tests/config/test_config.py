@@ -10,8 +10,18 @@ from pathlib import Path
 import pytest
 
 from simpledet.config import (
-    ConfigError, FasterRcnnConfig, Section, apply_overrides, config_to_python, diff_configs,
-    dump_config, exit_on_config_error, field, load_config, parse_override)
+    ConfigError,
+    FasterRcnnConfig,
+    Section,
+    apply_overrides,
+    config_to_python,
+    diff_configs,
+    dump_config,
+    exit_on_config_error,
+    field,
+    load_config,
+    parse_override,
+)
 from simpledet.config.faster_rcnn import RpnConfig
 from simpledet.config.schema import positive
 

@@ -9,8 +9,13 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from simpledet.data.coco import CocoDataset, DatasetError
-from simpledet.engine.evaluation import (SUMMARY_KEYS, detections_to_coco_results,
-                                         evaluate_coco, evaluate_detections, load_coco_gt)
+from simpledet.engine.evaluation import (
+    SUMMARY_KEYS,
+    detections_to_coco_results,
+    evaluate_coco,
+    evaluate_detections,
+    load_coco_gt,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEIGHT, WIDTH = 200, 240

@@ -38,16 +38,16 @@ def test_fpn_shapes_follow_the_loader_levels(height, width):
 
 
 def test_fpn_parameter_names():
-    features = {f"c{l}": mx.sym.var(f"c{l}") for l in (2, 3, 4, 5)}
+    features = {f"c{lvl}": mx.sym.var(f"c{lvl}") for lvl in (2, 3, 4, 5)}
     outputs = FpnNeck(channels=64).get_features(features)
     args = set(mx.sym.Group(list(outputs.values())).list_arguments())
-    expected = {f"fpn_p{l}_{kind}_{p}" for l in (2, 3, 4, 5) for kind in ("lateral", "conv")
+    expected = {f"fpn_p{lvl}_{kind}_{p}" for lvl in (2, 3, 4, 5) for kind in ("lateral", "conv")
                 for p in ("weight", "bias")}
     assert args - {"c2", "c3", "c4", "c5"} == expected
 
 
 def test_fpn_top_down_adds_the_upsampled_coarser_level():
-    features = {f"c{l}": mx.sym.var(f"c{l}") for l in (2, 3, 4, 5)}
+    features = {f"c{lvl}": mx.sym.var(f"c{lvl}") for lvl in (2, 3, 4, 5)}
     out = FpnNeck(channels=1).get_features(features)
     group = mx.sym.Group([out["p4"], out["p6"]])
     sizes = {"c2": 12, "c3": 6, "c4": 3, "c5": 2}  # odd c4: the upsampled c5 is cropped
@@ -188,7 +188,7 @@ def test_two_mlp_head_outputs(agnostic, reg):
     _, shapes, _ = group.infer_shape(roi_feat=(10, 256, 7, 7))
     assert shapes == [(10, 4), (10, reg)]
     assert set(group.list_arguments()) == {"roi_feat"} | {
-        f"bbox_{l}_{p}" for l in ("fc1", "fc2", "cls_logit", "reg_delta")
+        f"bbox_{layer}_{p}" for layer in ("fc1", "fc2", "cls_logit", "reg_delta")
         for p in ("weight", "bias")}
     args, _, _ = group.infer_shape(roi_feat=(10, 256, 7, 7))
     assert dict(zip(group.list_arguments(), args))["bbox_fc1_weight"] == (32, 256 * 49)

@@ -223,7 +223,7 @@ SUB_KW = dict(num_classes=4, image_rois=40, fg_fraction=0.25, fg_thresh=0.5, bg_
 def check_sampling(rois, gt, out, kw):
     """Properties that hold whatever the random draw."""
     o_rois, labels, targets, weights = out
-    batch, S, C = gt.shape[0], kw["image_rois"], kw["num_classes"]
+    batch, S = gt.shape[0], kw["image_rois"]
     quota = int(np.round(kw["fg_fraction"] * S))
     for b in range(batch):
         sl = slice(b * S, (b + 1) * S)

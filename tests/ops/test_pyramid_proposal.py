@@ -7,7 +7,6 @@ from simpledet.core.anchors import grid_anchors
 from simpledet.core.boxes import BOX_DELTA_CLIP, clip_boxes, nms
 from simpledet.ops.pyramid_proposal import pyramid_proposal
 
-
 # ---------------------------------------------------------------------------------------------
 # NumPy reference
 

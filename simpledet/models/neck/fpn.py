@@ -46,7 +46,7 @@ class FpnNeck(Neck):
 
     def get_features(self, features):
         """c2..c5 -> {"p2": (B, channels, H/4, W/4), ..., "p6": (B, channels, H/64, W/64)}."""
-        missing = [f"c{l}" for l in _LEVELS if f"c{l}" not in features]
+        missing = [f"c{lvl}" for lvl in _LEVELS if f"c{lvl}" not in features]
         if missing:
             raise ValueError(f"FPN needs backbone features c2..c5, missing {missing}")
         outputs = {}
