@@ -55,6 +55,9 @@ class BackboneConfig(Section):
             weights), 'bn' (per-device BatchNorm), 'syncbn' (cross-device), 'gn' (GroupNorm).
         frozen_stages: leading stages whose weights are not trained: 0 trains everything,
             1 = stem + res2 (SimpleDet's fixed_param ["conv0", "stage1"]), up to 5.
+        width: stem channels and res2 width of basic units; every stage scales with it. 64 in
+            all published ResNets (pretrained weights need it); smaller values make cheap
+            from-scratch models such as the CPU quickstart's.
     """
 
     variant: Literal["v1", "v1b", "v2", "resnext"] = "v1"
@@ -63,6 +66,7 @@ class BackboneConfig(Section):
     resnext_group_width: int = field(4, check=positive)
     normalizer: Literal["fixbn", "bn", "syncbn", "gn"] = "fixbn"
     frozen_stages: int = field(1, check=non_negative)
+    width: int = field(64, check=positive)
 
     @property
     def arch_name(self) -> str:
@@ -206,12 +210,15 @@ class BboxHeadConfig(Section):
     Attributes:
         type: '2mlp' (two shared fc layers, for FPN) or 'c5' (the res5 stage at stride 1 plus
             global pooling, for C4, as SimpleDet's BboxC5V1Head).
+        c5_stride: stride of res5's first unit in the 'c5' head: 1 keeps 7x7 RoIs at 7x7
+            (SimpleDet); 2 runs res5 at 4x4, about 3x cheaper (detectron2 pools 14x14 and uses 2).
         fc_dim: width of the 2mlp fc layers.
         class_agnostic: one box regression for all classes instead of one per class.
         reg_mean / reg_std: normalization of the (dx, dy, dw, dh) regression targets.
     """
 
     type: Literal["2mlp", "c5"] = "2mlp"
+    c5_stride: Literal[1, 2] = 1
     fc_dim: int = field(1024, check=positive)
     class_agnostic: bool = False
     reg_mean: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
@@ -379,6 +386,8 @@ class TrainConfig(Section):
         iters_at_batch16: training length at batch 16 (1x = 90k iterations = 12 COCO epochs).
         lr_steps_at_batch16: iterations (at batch 16) where the lr is multiplied by lr_decay.
         lr_decay: the step factor.
+        lr_policy: 'step' (multiply by lr_decay at each lr step) or 'cosine' (a cosine curve
+            from the base rate to 0 at the last iteration; lr steps are then unused).
         warmup_iters: linear warmup length in actual iterations (not rescaled, as SimpleDet's
             FPN configs); 0 disables.
         warmup_factor: the warmup starts at warmup_factor * lr.
@@ -393,6 +402,7 @@ class TrainConfig(Section):
     iters_at_batch16: int = field(90000, check=positive)
     lr_steps_at_batch16: tuple[int, ...] = field((60000, 80000), check=increasing)
     lr_decay: float = field(0.1, check=positive)
+    lr_policy: Literal["step", "cosine"] = "step"
     warmup_iters: int = field(500, check=non_negative)
     warmup_factor: float = field(1.0 / 3.0, check=fraction)
     log_interval: int = field(20, check=positive)

@@ -46,11 +46,12 @@ class LrSchedule:
             raise ValueError(f"lr steps must be increasing, got {self.steps}")
 
     @classmethod
-    def from_config(cls, cfg, policy="step"):
-        """The schedule of a FasterRcnnConfig (cfg.lr, cfg.warmup_lr, cfg.lr_steps, ...)."""
+    def from_config(cls, cfg):
+        """The schedule of a FasterRcnnConfig (cfg.lr, cfg.warmup_lr, cfg.lr_steps,
+        cfg.train.lr_policy, ...)."""
         return cls(base_lr=cfg.lr, max_iter=cfg.max_iter, warmup_iters=cfg.train.warmup_iters,
                    warmup_lr=cfg.warmup_lr, steps=tuple(cfg.lr_steps), decay=cfg.train.lr_decay,
-                   policy=policy)
+                   policy=cfg.train.lr_policy)
 
     def _after_warmup(self, iteration):
         if self.policy == "step":

@@ -69,3 +69,12 @@ def test_mxnet_adapter_maps_update_count_to_iteration():
     # MXNet counts updates from begin_num_update + 1: update 61 is iteration 60.
     assert adapter(61) == pytest.approx(s.lr_at(60))
     assert adapter(1) == pytest.approx(s.lr_at(0))
+
+
+def test_config_selects_the_cosine_policy():
+    cfg = FasterRcnnConfig()
+    assert LrSchedule.from_config(cfg).policy == "step"
+    cfg.train.lr_policy = "cosine"
+    s = LrSchedule.from_config(cfg)
+    assert s.policy == "cosine"
+    assert s.lr_at(cfg.max_iter // 2) == pytest.approx(0.01, rel=1e-3)  # halfway down from 0.02

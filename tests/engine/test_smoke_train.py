@@ -1,12 +1,14 @@
-"""Two training iterations of the zoo config at its full 800x1333 input size (R50-FPN, CPU).
-
-The one test that runs the real detector forward and backward at full size: both iterations
-must give finite losses, and the checkpoint must hold every parameter.
+"""Two training iterations of the zoo configs at their full 800x1333 input size (R50-FPN and
+R50-C4 with 512 rois, CPU), one image per iteration: first an image with boxes, then one with
+none (every anchor negative, no foreground roi). Both iterations must give finite losses, and
+the checkpoint must hold every parameter.
 """
+import json
 import os
 
 import mxnet as mx
 import numpy as np
+import pytest
 from standin_detector import write_tiny_coco
 
 from simpledet.config import load_config
@@ -19,17 +21,35 @@ from simpledet.engine.trainer import build_trainer
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_two_iterations_at_800x1333_give_finite_losses(tmp_path):
-    write_tiny_coco(str(tmp_path), "train", [(600, 1000), (700, 900)],
-                    class_names=COCO_CLASS_NAMES)
-    cfg = load_config(os.path.join(REPO, "config", "faster_r50v1_fpn_1x.py"), [
+def _drop_boxes_of_last_image(ann_file):
+    with open(ann_file) as f:
+        content = json.load(f)
+    last = max(image["id"] for image in content["images"])
+    content["annotations"] = [a for a in content["annotations"] if a["image_id"] != last]
+    with open(ann_file, "w") as f:
+        json.dump(content, f)
+
+
+@pytest.mark.parametrize("config", ["faster_r50v1_fpn_1x.py", "faster_r50v1c4_c5_512roi_1x.py"])
+def test_two_iterations_at_800x1333_give_finite_losses(tmp_path, config):
+    ann_file, _ = write_tiny_coco(str(tmp_path), "train", [(600, 1000), (700, 900)],
+                                  class_names=COCO_CLASS_NAMES)
+    _drop_boxes_of_last_image(ann_file)
+    cfg = load_config(os.path.join(REPO, "config", config), [
         "pretrain=none", "backbone.normalizer=bn", f"dataset.root={tmp_path}",
         "dataset.train_split=train", "runtime.device=cpu", "runtime.device_ids=(0,)",
         "runtime.kvstore=local", "train.images_per_device=1", "input.loader_workers=0",
-        f"output_root={tmp_path / 'experiments'}"])
+        "input.flip=False", f"output_root={tmp_path / 'experiments'}"])
     assert (cfg.input.short, cfg.input.long) == (800, 1333)
     detector = build_detector(cfg)
-    loader = build_train_loader(cfg, build_dataset(cfg, "train", True).records, detector)
+    # Test-mode records keep the image without boxes (training mode would exclude it).
+    records = sorted(build_dataset(cfg, "train", False).records, key=lambda r: r["image_id"])
+    assert [len(r["boxes"]) for r in records] == [2, 0]
+    with build_train_loader(cfg, records, detector) as probe:  # same seed: the same batches
+        batches = iter(probe)
+        gt_counts = sorted(int((next(batches)["gt_boxes"][:, :, 4] > 0).sum()) for _ in range(2))
+    assert gt_counts == [0, 2], "the two iterations must see the empty and the non-empty image"
+    loader = build_train_loader(cfg, records, detector)
     losses = []
 
     class Record(CheckpointHook):

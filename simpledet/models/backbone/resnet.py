@@ -42,7 +42,6 @@ RESNET_VARIANTS = ("v1", "v1b", "v2", "resnext")
 RESNET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
                  152: (3, 8, 36, 3)}
 _BASIC_DEPTHS = (18, 34)
-_STEM_CHANNELS = 64
 _FEATURE_OF_STAGE = {1: "c2", 2: "c3", 3: "c4", 4: "c5"}
 _STRIDE_OF_STAGE = {1: 4, 2: 8, 3: 16, 4: 32}
 # Names of every norm layer this module can create, for the frozen-normalizer pattern.
@@ -61,10 +60,12 @@ class ResNet(Backbone):
         last_stage: 4 returns c2..c5 (FPN); 3 stops at c4 (C4 layout: res5 is built by
             :meth:`res5` inside the box head instead).
         resnext_groups / resnext_group_width: ResNeXt cardinality and per-group width.
+        width: stem channels and first-stage width of basic units (64 in every published
+            ResNet); smaller widths make cheap from-scratch models (all channels scale with it).
     """
 
     def __init__(self, variant="v1", depth=50, normalizer=None, *, frozen_stages=1, last_stage=4,
-                 resnext_groups=32, resnext_group_width=4):
+                 resnext_groups=32, resnext_group_width=4, width=64):
         if variant not in RESNET_VARIANTS:
             raise ValueError(f"backbone.variant must be one of {RESNET_VARIANTS}, got "
                              f"{variant!r}")
@@ -78,11 +79,14 @@ class ResNet(Backbone):
             raise ValueError(f"last_stage must be 3 (C4 layout) or 4 (c2..c5), got {last_stage}")
         if frozen_stages < 0:
             raise ValueError(f"backbone.frozen_stages must be >= 0, got {frozen_stages}")
+        if width < 1:
+            raise ValueError(f"backbone.width must be >= 1, got {width}")
         self.variant = variant
         self.depth = depth
         self.normalizer = normalizer or Normalizer("fixbn")
         self.frozen_stages = int(frozen_stages)
         self.last_stage = last_stage
+        self.width = int(width)
         self.groups = resnext_groups if variant == "resnext" else 1
         self.group_width = resnext_group_width
         self.units = RESNET_DEPTHS[depth]
@@ -103,13 +107,14 @@ class ResNet(Backbone):
                    Normalizer(backbone_cfg.normalizer, num_devices),
                    frozen_stages=backbone_cfg.frozen_stages, last_stage=last_stage,
                    resnext_groups=backbone_cfg.resnext_groups,
-                   resnext_group_width=backbone_cfg.resnext_group_width)
+                   resnext_group_width=backbone_cfg.resnext_group_width,
+                   width=backbone_cfg.width)
 
     # --- channel bookkeeping ----------------------------------------------------------------
 
     def out_channels(self, stage):
         """Output channels of stage 1..4 (res2..res5)."""
-        return (64 if self.basic else 256) * 2 ** (stage - 1)
+        return (self.width if self.basic else 4 * self.width) * 2 ** (stage - 1)
 
     def _mid_channels(self, stage):
         if self.basic:
@@ -119,7 +124,7 @@ class ResNet(Backbone):
         return self.out_channels(stage) // 4
 
     def _in_channels(self, stage):
-        return _STEM_CHANNELS if stage == 1 else self.out_channels(stage - 1)
+        return self.width if stage == 1 else self.out_channels(stage - 1)
 
     # --- layers -----------------------------------------------------------------------------
 
@@ -137,13 +142,13 @@ class ResNet(Backbone):
         return mx.sym.Activation(data, act_type="relu", name=name)
 
     def stem(self, data):
-        """conv0 (7x7, stride 2) -> norm -> relu -> 3x3 stride-2 max pool: (B, 64, H/4, W/4)."""
+        """conv0 (7x7, stride 2) -> norm -> relu -> 3x3 stride-2 max pool: (B, width, H/4, W/4)."""
         if self.variant == "v2":
             # MXNet model-zoo v2 weights whiten raw pixels themselves; always frozen.
             data = mx.sym.BatchNorm(data, name="bn_data", fix_gamma=True, use_global_stats=True,
                                     eps=2e-5)
-        x = self._conv(data, "conv0", _STEM_CHANNELS, 7, stride=2)
-        x = self._norm(x, "bn0", _STEM_CHANNELS)
+        x = self._conv(data, "conv0", self.width, 7, stride=2)
+        x = self._norm(x, "bn0", self.width)
         x = self._relu(x, "relu0")
         return mx.sym.Pooling(x, name="pool0", kernel=(3, 3), stride=(2, 2), pad=(1, 1),
                               pool_type="max")

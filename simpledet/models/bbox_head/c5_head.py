@@ -29,7 +29,7 @@ class C5Head(BboxHead):
         self.backbone = backbone
 
     def _head_feature(self, roi_feat):
-        res5 = self.backbone.res5(roi_feat, stride=1)
+        res5 = self.backbone.res5(roi_feat, stride=self.cfg.bbox_head.c5_stride)
         with mx.name.Prefix(self.prefix):
             pooled = mx.sym.Pooling(res5, kernel=(1, 1), global_pool=True, pool_type="avg",
                                     name="pool")
