@@ -320,14 +320,4 @@ MXReturnValue forward_gpu(const Attrs& attrs, std::vector<MXTensor>* in,
 }  // namespace
 }  // namespace simpledet
 
-REGISTER_OP(_contrib_PyramidProposal)
-    .setParseAttrs(simpledet::parse_attrs)
-    .setInferType(simpledet::infer_type)
-    .setInferShape(simpledet::infer_shape)
-    .setForward(simpledet::forward, "cpu")
-    .setBackward(simpledet::zero_backward_cpu, "cpu")
-#ifdef SIMPLEDET_WITH_CUDA
-    .setForward(simpledet::forward_gpu, "gpu")
-    .setBackward(simpledet::zero_backward_gpu, "gpu")
-#endif
-    ;  // NOLINT
+SIMPLEDET_REGISTER_NO_GRAD_OP(_contrib_PyramidProposal, simpledet);
