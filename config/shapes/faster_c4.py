@@ -6,7 +6,7 @@ trained from scratch on the bundled synthetic shapes dataset (generated on first
 
 The C4 recipe of config/_base/faster_c4.py scaled to 256x320 images, 6 classes and a 2-core
 CPU: half-width ResNet-18 v1b with BatchNorm from scratch, anchors 16..256 pixels on c4,
-64 rois per image, and res5 at stride 2 on the 7x7 RoIs (3x cheaper than stride 1).
+32 rois per image, and res5 at stride 2 on the 7x7 RoIs (3x cheaper than stride 1).
 """
 from _base.faster_c4 import faster_c4
 
@@ -31,7 +31,7 @@ cfg.rpn.train_pre_nms = 2000
 cfg.rpn.train_post_nms = 500
 cfg.rpn.test_pre_nms = 1000
 cfg.rpn.test_post_nms = 300
-cfg.roi_sampler.batch_per_image = 64
+cfg.roi_sampler.batch_per_image = 32
 cfg.bbox_head.c5_stride = 2
 
 cfg.input.short = 256

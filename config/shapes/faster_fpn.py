@@ -29,10 +29,11 @@ cfg.backbone.frozen_stages = 0
 cfg.neck.channels = 64
 cfg.rpn.conv_channels = 64
 cfg.rpn.train_pre_nms = 1000
-cfg.rpn.train_post_nms = 500
+cfg.rpn.train_post_nms = 300
 cfg.rpn.test_pre_nms = 500
 cfg.rpn.test_post_nms = 300
-cfg.roi_sampler.batch_per_image = 128
+cfg.roi_sampler.batch_per_image = 64
+cfg.roi_sampler.fg_fraction = 0.5  # 32 foreground rois per image, with half the background
 cfg.bbox_head.fc_dim = 256
 
 cfg.input.short = 256
@@ -41,8 +42,8 @@ cfg.input.loader_workers = 1
 
 cfg.train.images_per_device = 4
 cfg.train.lr_per_16_images = 0.08
-cfg.train.iters_at_batch16 = 480  # 1920 iterations at 4 images: ~8 epochs of 1000 images
-cfg.train.lr_steps_at_batch16 = (360, 440)
+cfg.train.iters_at_batch16 = 520  # 2080 iterations at 4 images: ~8 epochs of 1000 images
+cfg.train.lr_steps_at_batch16 = (416, 484)
 cfg.train.warmup_iters = 100
 cfg.train.log_interval = 20
 cfg.train.checkpoint_interval = 500
