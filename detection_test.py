@@ -3,10 +3,12 @@
     python detection_test.py --config config/faster_r50v1_fpn_1x.py [--iter N] [--json OUT]
         [--vis K] [--set KEY=VALUE ...] [--gpus 0,1 | --cpus N]
 
-Loads the latest checkpoint of experiments/<name>/ (or iteration N), runs the test graph over
-the val split, writes the COCO results to experiments/<name>/results_iter_<N>_bbox.json, prints
-COCOeval's summary, writes {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}} to --json and,
-with --vis K, draws K images with their detections to experiments/<name>/vis/iter_<N>/.
+Builds the model from the experiment's saved config (experiments/<name>/config.json, with this
+command's --set applied; differences from the config file are logged), loads its latest
+checkpoint (or iteration N), runs the test graph over the val split, writes the COCO results
+to experiments/<name>/results_iter_<N>_bbox.json, prints COCOeval's summary, writes
+{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}} to --json and, with --vis K, draws K
+images with their detections to experiments/<name>/vis/iter_<N>/.
 """
 import argparse
 import sys
@@ -27,39 +29,32 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def fail(message, code=2):
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
 def main(argv=None):
     args = parse_args(argv)
-    from simpledet.config import exit_on_config_error, load_config
-    from simpledet.data.coco import DatasetError
-    from simpledet.engine.build import DatasetMissingError, check_dataset_files, prepare_dataset
     from simpledet.engine.checkpoint import CheckpointError, find_checkpoint
-    from simpledet.engine.contexts import context_overrides
+    from simpledet.engine.cli import (
+        CliError,
+        config_of_experiment,
+        fail,
+        load_cli_config,
+        prepare_split,
+    )
+    from simpledet.utils.logging import setup_logging
 
+    setup_logging()
     try:
-        overrides = list(args.overrides) + context_overrides(args.gpus, args.cpus)
-    except ValueError as err:
-        return fail(str(err))
-    with exit_on_config_error():
-        cfg = load_config(args.config, overrides)
-    try:
-        prepare_dataset(cfg, log=lambda msg: print(msg, flush=True))
-        check_dataset_files(cfg, "val")
+        cfg, overrides = load_cli_config(args)
+        cfg = config_of_experiment(cfg, overrides)
+        prepare_split(cfg, "val")
         find_checkpoint(cfg.experiment_dir, args.iter)
-    except (DatasetMissingError, DatasetError, CheckpointError) as err:
+    except (CliError, CheckpointError) as err:
         return fail(str(err))
 
     from simpledet.data.coco import DatasetError
     from simpledet.engine.build import build_detector
     from simpledet.engine.contexts import make_contexts
     from simpledet.engine.tester import run_test
-    from simpledet.utils.logging import setup_logging
 
-    setup_logging()
     try:
         run_test(cfg, build_detector(cfg), make_contexts(cfg.runtime), iteration=args.iter,
                  json_out=args.json, vis=args.vis)

@@ -28,11 +28,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def fail(message, code=2):
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
 def prepare_experiment_dir(cfg, resume):
     """Checks the experiment folder against --resume; returns an error message or None."""
     from simpledet.engine.checkpoint import list_checkpoints
@@ -66,25 +61,16 @@ def record_config(cfg, resume):
 
 def main(argv=None):
     args = parse_args(argv)
-    from simpledet.config import exit_on_config_error, load_config
-    from simpledet.data.coco import DatasetError
-    from simpledet.engine.build import DatasetMissingError, check_dataset_files, prepare_dataset
-    from simpledet.engine.contexts import context_overrides
+    from simpledet.engine.cli import CliError, fail, load_cli_config, prepare_split
     from simpledet.engine.pretrained import PretrainedError, check_pretrained_exists
 
-    try:
-        overrides = list(args.overrides) + context_overrides(args.gpus, args.cpus)
-    except ValueError as err:
-        return fail(str(err))
-    with exit_on_config_error():
-        cfg = load_config(args.config, overrides)
     # Everything that can fail fast is checked before the experiment folder exists.
     try:
-        prepare_dataset(cfg, log=lambda msg: print(msg, flush=True))
-        check_dataset_files(cfg, "train")
+        cfg, _ = load_cli_config(args)
+        prepare_split(cfg, "train")
         if not args.resume:
             check_pretrained_exists(cfg.pretrain_path, cfg.pretrain)
-    except (DatasetMissingError, DatasetError, PretrainedError) as err:
+    except (CliError, PretrainedError) as err:
         return fail(str(err))
     problem = prepare_experiment_dir(cfg, args.resume)
     if problem:
@@ -105,6 +91,7 @@ def main(argv=None):
 def train(cfg, args, log):
     from simpledet.data.coco import DatasetError
     from simpledet.engine.build import build_dataset, build_detector, build_train_loader
+    from simpledet.engine.cli import fail
     from simpledet.engine.contexts import make_contexts
     from simpledet.engine.steps import NonFiniteLossError
     from simpledet.engine.trainer import build_trainer

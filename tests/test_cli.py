@@ -93,3 +93,29 @@ def test_test_cli_without_data_or_checkpoint(tmp_path):
     proc, _ = run("detection_test.py", "--config", ZOO_CONFIG, "--set", f"dataset.root={root}",
                   cwd=tmp_path)
     assert_short_error(proc, "no checkpoint in experiments/faster_r50v1_fpn_1x/checkpoints")
+
+
+def test_test_cli_builds_the_model_of_the_saved_experiment_config(tmp_path, caplog):
+    from simpledet.config import dump_config, load_config
+    from simpledet.engine.cli import config_of_experiment
+
+    config = os.path.join(REPO, "config", "shapes", "faster_fpn.py")
+    root = f"output_root={tmp_path}"
+    trained = load_config(config, [root, "neck.channels=32", "bbox_head.fc_dim=128"])
+    dump_config(trained, trained.experiment_dir)
+
+    from_file = load_config(config, [root, "test.score_thresh=0.2"])
+    import logging
+
+    cli_logger = logging.getLogger("simpledet.cli")
+    cli_logger.addHandler(caplog.handler)  # the 'simpledet' logger may not propagate
+    try:
+        used = config_of_experiment(from_file, [root, "test.score_thresh=0.2"])
+    finally:
+        cli_logger.removeHandler(caplog.handler)
+    assert used.neck.channels == 32 and used.bbox_head.fc_dim == 128
+    assert used.test.score_thresh == 0.2  # this command's --set still applies
+    assert "neck.channels: 64 -> 32" in caplog.text and "bbox_head.fc_dim" in caplog.text
+
+    fresh = load_config(config, [f"output_root={tmp_path / 'none'}"])
+    assert config_of_experiment(fresh, []) is fresh  # no saved config: the file's

@@ -37,6 +37,27 @@ def test_fpn_shapes_follow_the_loader_levels(height, width):
     assert [(s[0], s[1], s[2], s[3]) for s in shapes] == [(2, 256, h, w) for _, h, w in expected]
 
 
+def test_fpn_without_crop_matches_the_cropping_neck_on_multiples_of_32():
+    features = {f"c{lvl}": mx.sym.var(f"c{lvl}") for lvl in (2, 3, 4, 5)}
+    sizes = {"c2": (16, 24), "c3": (8, 12), "c4": (4, 6), "c5": (2, 3)}  # a 64x96 input
+    rng = np.random.default_rng(0)
+    inputs = {k: mx.nd.array(rng.normal(size=(1, 4, h, w))) for k, (h, w) in sizes.items()}
+    results = []
+    for crop in (True, False):
+        group = mx.sym.Group(list(FpnNeck(channels=4, crop=crop).get_features(features).values()))
+        args = {name: inputs[name] if name in inputs else mx.nd.array(
+            np.random.default_rng(1).normal(size=shape))
+            for name, shape in zip(group.list_arguments(), group.infer_shape(
+                **{k: v.shape for k, v in inputs.items()})[0])}
+        results.append([o.asnumpy() for o in group.bind(mx.cpu(), args).forward()])
+    for cropped, uncropped in zip(*results):
+        np.testing.assert_allclose(cropped, uncropped, rtol=1e-5, atol=1e-4)  # fusion rounding
+    odd = FpnNeck(channels=4, crop=False).get_features({**features})
+    with pytest.raises(mx.MXNetError):  # sizes that do not halve exactly need the crop
+        mx.sym.Group(list(odd.values())).infer_shape(c2=(1, 4, 12, 12), c3=(1, 4, 6, 6),
+                                                     c4=(1, 4, 3, 3), c5=(1, 4, 2, 2))
+
+
 def test_fpn_parameter_names():
     features = {f"c{lvl}": mx.sym.var(f"c{lvl}") for lvl in (2, 3, 4, 5)}
     outputs = FpnNeck(channels=64).get_features(features)

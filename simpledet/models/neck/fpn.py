@@ -27,15 +27,19 @@ class FpnNeck(Neck):
     Args:
         channels: output channels of every level (``cfg.neck.channels``).
         prefix: name prefix of the neck's layers and parameters.
+        crop: crop each upsampled map to the finer level's size. The detectors' inputs are
+            padded to multiples of 32, where the sizes always match, so they turn it off:
+            the crop is a full copy forward and backward (~3 % of a small model's step).
     """
 
     rpn_feature_names = ("p2", "p3", "p4", "p5", "p6")
     roi_feature_names = ("p2", "p3", "p4", "p5")
     strides: ClassVar[dict] = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
 
-    def __init__(self, channels=256, prefix="fpn_"):
+    def __init__(self, channels=256, prefix="fpn_", crop=True):
         self.channels = int(channels)
         self.prefix = prefix
+        self.crop = bool(crop)
 
     def _conv(self, data, name, kernel):
         weight = mx.sym.var(f"{self.prefix}{name}_weight", init=_FPN_INIT)
@@ -57,7 +61,9 @@ class FpnNeck(Neck):
                 if merged is not None:
                     up = mx.sym.UpSampling(merged, scale=2, sample_type="nearest", num_args=1,
                                            name=f"p{level + 1}_upsample")
-                    up = mx.sym.slice_like(up, lateral, axes=(2, 3), name=f"p{level}_clip")
+                    if self.crop:
+                        up = mx.sym.slice_like(up, lateral, axes=(2, 3),
+                                               name=f"p{level}_clip")
                     lateral = mx.sym.elemwise_add(lateral, up, name=f"p{level}_sum")
                 merged = lateral
                 outputs[f"p{level}"] = self._conv(merged, f"p{level}_conv", 3)
