@@ -9,22 +9,9 @@ CPU: half-width ResNet-18 v1b with BatchNorm from scratch, anchors 16..256 pixel
 32 rois per image, and res5 at stride 2 on the 7x7 RoIs (3x cheaper than stride 1).
 """
 from _base.faster_c4 import faster_c4
+from _base.shapes import on_shapes
 
-from simpledet.data.shapes import CLASS_NAMES
-
-cfg = faster_c4()
-cfg.pretrain = None
-cfg.dataset.synthetic = "shapes"
-cfg.dataset.class_names = CLASS_NAMES
-cfg.runtime.device = "cpu"
-cfg.runtime.device_ids = (0,)
-cfg.runtime.kvstore = "local"
-
-cfg.backbone.variant = "v1b"
-cfg.backbone.depth = 18
-cfg.backbone.width = 32
-cfg.backbone.normalizer = "bn"
-cfg.backbone.frozen_stages = 0
+cfg = on_shapes(faster_c4())
 cfg.rpn.anchor_scales = (1.0, 2.0, 4.0, 8.0, 16.0)
 cfg.rpn.conv_channels = 128
 cfg.rpn.train_pre_nms = 2000
@@ -34,16 +21,7 @@ cfg.rpn.test_post_nms = 300
 cfg.roi_sampler.batch_per_image = 32
 cfg.bbox_head.c5_stride = 2
 
-cfg.input.short = 256
-cfg.input.long = 320
-cfg.input.loader_workers = 1
-
-cfg.train.images_per_device = 4
 cfg.train.lr_per_16_images = 0.08
 cfg.train.iters_at_batch16 = 480
 cfg.train.lr_steps_at_batch16 = (360, 440)
-cfg.train.warmup_iters = 100
 cfg.train.warmup_factor = 1.0 / 3.0
-cfg.train.log_interval = 20
-cfg.train.checkpoint_interval = 500
-cfg.test.images_per_device = 4

@@ -10,22 +10,9 @@ classes and a 2-core CPU: ResNet-18 v1b at half width (32), BatchNorm, trained f
 proposals and rois.
 """
 from _base.faster_fpn import faster_fpn
+from _base.shapes import on_shapes
 
-from simpledet.data.shapes import CLASS_NAMES
-
-cfg = faster_fpn()
-cfg.pretrain = None
-cfg.dataset.synthetic = "shapes"
-cfg.dataset.class_names = CLASS_NAMES
-cfg.runtime.device = "cpu"
-cfg.runtime.device_ids = (0,)
-cfg.runtime.kvstore = "local"
-
-cfg.backbone.variant = "v1b"
-cfg.backbone.depth = 18
-cfg.backbone.width = 32  # half-width ResNet-18: 2.4x faster steps on 2 cores
-cfg.backbone.normalizer = "bn"
-cfg.backbone.frozen_stages = 0
+cfg = on_shapes(faster_fpn())
 cfg.neck.channels = 64
 cfg.rpn.conv_channels = 64
 cfg.rpn.train_pre_nms = 1000
@@ -36,15 +23,6 @@ cfg.roi_sampler.batch_per_image = 64
 cfg.roi_sampler.fg_fraction = 0.5  # 32 foreground rois per image, with half the background
 cfg.bbox_head.fc_dim = 256
 
-cfg.input.short = 256
-cfg.input.long = 320
-cfg.input.loader_workers = 1
-
-cfg.train.images_per_device = 4
 cfg.train.lr_per_16_images = 0.08
 cfg.train.iters_at_batch16 = 520  # 2080 iterations at 4 images: ~8 epochs of 1000 images
 cfg.train.lr_steps_at_batch16 = (416, 484)
-cfg.train.warmup_iters = 100
-cfg.train.log_interval = 20
-cfg.train.checkpoint_interval = 500
-cfg.test.images_per_device = 4
