@@ -8,6 +8,11 @@ metrics.jsonl, checkpoints/iter_*/ and loss_curve.png. The data and the pretrain
 checked before anything is written or built: a missing dataset or weights file is a short error
 naming the paths (exit code 2), as is a bad config. --resume continues from the latest
 checkpoint (parameters, optimizer state, data position) with the same schedule.
+
+Under scripts/dist_launch.py (docs/distributed.md) every worker runs this script: the config
+gets the launch's worker count and a dist kvstore, each worker trains on its shard of the
+data, and only rank 0 writes the experiment folder; scheduler and server processes hand
+themselves to ps-lite before anything else.
 """
 import argparse
 import os
@@ -59,18 +64,47 @@ def record_config(cfg, resume):
     dump_config(cfg, cfg.experiment_dir)
 
 
+def load_launched_config(args):
+    """The config, with the launch's worker count and dist kvstore in a launched worker.
+
+    Returns:
+        (cfg, number of launched workers or None).
+
+    Raises:
+        DistributedConfigError: the config and the launch disagree.
+    """
+    from simpledet.engine import distributed
+    from simpledet.engine.cli import load_cli_config
+
+    cfg, _ = load_cli_config(args)
+    num_workers = distributed.launched_num_workers()
+    if num_workers is None:
+        distributed.check_single_process(cfg.runtime)
+        return cfg, None
+    # Applied before the config is frozen, so total_batch, lr and iterations count all workers.
+    args.overrides = list(args.overrides) + distributed.dist_overrides(cfg.runtime, num_workers)
+    cfg, _ = load_cli_config(args)
+    distributed.check_supported(cfg)
+    return cfg, num_workers
+
+
 def main(argv=None):
+    from simpledet.engine import distributed
+
+    distributed.serve_if_ps_node()  # a launched scheduler / server runs ps-lite here and exits
     args = parse_args(argv)
-    from simpledet.engine.cli import CliError, fail, load_cli_config, prepare_split
+    from simpledet.engine.cli import CliError, fail, prepare_split
     from simpledet.engine.pretrained import PretrainedError, check_pretrained_exists
 
-    # Everything that can fail fast is checked before the experiment folder exists.
+    # Everything that can fail fast is checked before the experiment folder exists, and in a
+    # distributed run before joining the other processes (a worker that fails later makes
+    # the launcher stop them all).
     try:
-        cfg, _ = load_cli_config(args)
+        cfg, num_workers = load_launched_config(args)
         prepare_split(cfg, "train")
         if not args.resume:
             check_pretrained_exists(cfg.pretrain_path, cfg.pretrain)
-    except (CliError, PretrainedError) as err:
+    except (CliError, PretrainedError, distributed.DistributedConfigError) as err:
         return fail(str(err))
     problem = prepare_experiment_dir(cfg, args.resume)
     if problem:
@@ -78,21 +112,41 @@ def main(argv=None):
     if args.max_iter is not None and args.max_iter < 1:
         return fail(f"--max-iter must be >= 1, got {args.max_iter}")
 
+    worker = distributed.join(cfg.runtime.kvstore) if num_workers else None
+    try:
+        code = start_and_train(cfg, args, worker)
+    except BaseException:
+        if worker is not None:
+            worker.abandon()
+        raise
+    if code and worker is not None:
+        worker.abandon()
+    return code
+
+
+def start_and_train(cfg, args, worker):
+    """Sets up logging (and, on rank 0, the experiment folder), then trains."""
     from simpledet.utils.logging import setup_logging
 
-    os.makedirs(cfg.experiment_dir, exist_ok=True)
-    log = setup_logging(os.path.join(cfg.experiment_dir, "train.log"))
-    record_config(cfg, args.resume)
+    if worker is not None and worker.rank != 0:
+        log = setup_logging(tag=worker.tag)  # stdout only: rank 0 writes the folder
+    else:
+        os.makedirs(cfg.experiment_dir, exist_ok=True)
+        log = setup_logging(os.path.join(cfg.experiment_dir, "train.log"),
+                            tag=worker.tag if worker else None)
+        record_config(cfg, args.resume)
     log.info("experiment %s: %d iterations at %d images/iteration, lr %g",
              cfg.experiment_dir, cfg.max_iter, cfg.total_batch, cfg.lr)
-    return train(cfg, args, log)
+    return train(cfg, args, log, worker)
 
 
-def train(cfg, args, log):
+def train(cfg, args, log, worker=None):
     from simpledet.data.coco import DatasetError
     from simpledet.engine.build import build_dataset, build_detector, build_train_loader
     from simpledet.engine.cli import fail
     from simpledet.engine.contexts import make_contexts
+    from simpledet.engine.distributed import ParameterSyncHook
+    from simpledet.engine.hooks import default_hooks
     from simpledet.engine.steps import NonFiniteLossError
     from simpledet.engine.trainer import build_trainer
 
@@ -102,9 +156,16 @@ def train(cfg, args, log):
         return fail(str(err))
     log.info("%s", dataset)
     detector = build_detector(cfg)
-    loader = build_train_loader(cfg, dataset.records, detector)
+    rank, num_parts = (worker.rank, worker.num_workers) if worker else (0, 1)
+    loader = build_train_loader(cfg, dataset.records, detector, rank=rank, num_parts=num_parts)
+    hooks = None  # build_trainer's defaults
+    if worker is not None:
+        hooks = default_hooks(cfg.experiment_dir, cfg.train.log_interval,
+                              cfg.train.checkpoint_interval, write_files=rank == 0)
+        hooks.append(ParameterSyncHook(worker))
     trainer = build_trainer(cfg, detector, loader, make_contexts(cfg.runtime),
-                            max_iter=args.max_iter, load_pretrained_weights=not args.resume)
+                            max_iter=args.max_iter, load_pretrained_weights=not args.resume,
+                            hooks=hooks, kvstore=worker.kvstore if worker else None)
     if args.resume:
         trainer.resume()
     try:

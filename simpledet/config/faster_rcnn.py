@@ -20,6 +20,7 @@ from simpledet.config.schema import (
     non_negative,
     positive,
 )
+from simpledet.core.precision import fp16_on_cpu_message
 
 # The 80 COCO categories in category-id order: label l (1..80) is COCO_CLASS_NAMES[l - 1].
 COCO_CLASS_NAMES = (
@@ -433,6 +434,41 @@ class TestConfig(Section):
     max_det: int = field(100, check=positive)
 
 
+LOW_PRECISION_COMPONENTS = ("backbone", "neck", "rpn_head", "bbox_head")
+
+
+class MixedPrecisionConfig(Section):
+    """How ``precision`` 'fp16' / 'bf16' runs (ignored for 'fp32').
+
+    The listed components compute in the low precision (their convolutions and fc layers, and
+    whatever MXNet's AMP op lists allow to follow them); everything else stays float32: the
+    losses, sigmoid/softmax, proposal generation and sampling, RoIAlign (its inputs are cast
+    back to float32), box decoding and NMS. Parameters stay float32 (master weights) and are
+    cast inside the graph. fp16 gradients are protected by dynamic loss scaling; bf16 has
+    float32's exponent range and needs none.
+
+    Attributes:
+        components: the components that run in low precision.
+        initial_loss_scale: fp16: the loss scale of the first iteration (a power of two).
+        growth_interval: fp16: the scale doubles after this many consecutive finite steps.
+        min_loss_scale: fp16: an overflow at this scale stops training (the gradients are
+            not finite at any scale: the run diverged).
+    """
+
+    components: tuple[Literal["backbone", "neck", "rpn_head", "bbox_head"], ...] = (
+        LOW_PRECISION_COMPONENTS)
+    initial_loss_scale: float = field(2.0 ** 16, check=positive)
+    growth_interval: int = field(2000, check=positive)
+    min_loss_scale: float = field(1.0, check=positive)
+
+    def validate(self):
+        if len(set(self.components)) != len(self.components):
+            raise self.error("components", f"has duplicates: {self.components}")
+        if self.min_loss_scale > self.initial_loss_scale:
+            raise self.error("min_loss_scale", f"({self.min_loss_scale}) must be <= "
+                             f"mixed_precision.initial_loss_scale ({self.initial_loss_scale})")
+
+
 class FasterRcnnConfig(Section):
     """A complete Faster R-CNN experiment.
 
@@ -442,8 +478,9 @@ class FasterRcnnConfig(Section):
         seed: random seed of parameter init, sampling and data order.
         pretrain: 'auto' (pretrain_model/{backbone arch_name}-0000.params), a path to a
             .params file, or None / 'none' to train from scratch.
-        precision: 'fp32', or mixed precision 'fp16' (GPU, dynamic loss scaling) / 'bf16'
-            (CPU MKLDNN); master weights stay fp32.
+        precision: 'fp32', or mixed precision 'fp16' (GPU only, dynamic loss scaling) /
+            'bf16' (CPU through MKLDNN, or GPU); master weights stay fp32. See
+            ``mixed_precision`` for what runs in low precision.
     """
 
     name: str | None = None
@@ -451,6 +488,7 @@ class FasterRcnnConfig(Section):
     seed: int = 0
     pretrain: str | None = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    mixed_precision: MixedPrecisionConfig
     backbone: BackboneConfig
     neck: NeckConfig
     rpn: RpnConfig
@@ -528,6 +566,15 @@ class FasterRcnnConfig(Section):
             warnings.warn("backbone.normalizer is 'fixbn' but pretrain is none: frozen "
                           "BatchNorm keeps its initial statistics (identity); consider "
                           "backbone.normalizer='bn', 'syncbn' or 'gn'", stacklevel=2)
+        if self.precision != "fp32" and not self.mixed_precision.components:
+            raise ConfigError(
+                f"'mixed_precision.components' is empty but precision is {self.precision!r}",
+                key="mixed_precision.components",
+                suggestion="list components, e.g. ('backbone', 'neck'), or set precision=fp32")
+        if self.precision == "fp16" and self.runtime.device == "cpu":
+            raise ConfigError(fp16_on_cpu_message(f"runtime.device='cpu' (device_ids "
+                                                  f"{self.runtime.device_ids})"),
+                              key="precision")
         if self.max_iter <= self.train.warmup_iters:
             raise ConfigError(
                 f"'train.warmup_iters' ({self.train.warmup_iters}) must be below max_iter "

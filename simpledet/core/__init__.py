@@ -1,1 +1,2 @@
-"""Box arithmetic shared by the data pipeline, the heads and the ops' NumPy references."""
+"""Shared pieces: box arithmetic and anchors (data pipeline, heads, the ops' NumPy references)
+and the precision names with the devices that can run them."""

@@ -1,7 +1,11 @@
 """Faster R-CNN: backbone -> neck -> RPN -> proposal sampling -> RoIAlign -> box head.
 
 Separate train and test symbols (no is-training branch inside one graph); components are built
-in float32 and pass Symbols to each other, so mixed precision can cast between them.
+in float32 and pass Symbols to each other. With ``cfg.precision`` 'fp16' / 'bf16' each
+component's op nodes are recorded as it is built and the finished graph is converted so that
+the components in ``cfg.mixed_precision.components`` compute in low precision, everything else
+(losses, proposals, sampling, RoIAlign, decoding) in float32, parameters float32
+(see simpledet.models.precision); with 'fp32' the graph is left as built.
 
 Train symbol inputs (all with the image as axis 0, so Module can split a batch over contexts):
     data (B, 3, H, W) float32 normalized pixels; im_info (B, 3) [height, width, scale];
@@ -18,6 +22,7 @@ Test symbol: inputs data, im_info; one output dets (B, max_det, 6) [x1, y1, x2, 
 import mxnet as mx
 
 from simpledet.models import FpnRoiExtractor, RpnHead, build_backbone, build_bbox_head, build_neck
+from simpledet.models.precision import PrecisionPlan
 
 __all__ = ["FasterRcnn"]
 
@@ -54,18 +59,36 @@ class FasterRcnn:
 
     # --- graph pieces -----------------------------------------------------------------------
 
-    def _features(self, data):
-        """(rpn feature list, roi feature list), finest first."""
-        features = self.neck.get_features(self.backbone.get_features(data))
+    def _features(self, data, plan=None):
+        """(rpn feature list, roi feature list), finest first; ``plan`` records the
+        backbone's and the neck's op nodes."""
+        plan = plan or PrecisionPlan()
+        backbone_features = self.backbone.get_features(data)
+        plan.mark("backbone", [data], list(backbone_features.values()))
+        features = self.neck.get_features(backbone_features)
+        plan.mark("neck", list(backbone_features.values()), list(features.values()))
         return ([features[n] for n in self.neck.rpn_feature_names],
                 [features[n] for n in self.neck.roi_feature_names])
+
+    def _rpn_output(self, rpn_features, plan):
+        """The RPN head's per-level logits and deltas; ``plan`` records its op nodes."""
+        cls_logits, bbox_deltas = self.rpn_head.get_output(rpn_features)
+        plan.mark("rpn_head", rpn_features, cls_logits + bbox_deltas)
+        return cls_logits, bbox_deltas
+
+    def _bbox_output(self, roi_feat, plan):
+        """The box head's logits and deltas; ``plan`` records its op nodes (res5 for C4)."""
+        cls_logit, bbox_delta = self.bbox_head.get_output(roi_feat)
+        plan.mark("bbox_head", [roi_feat], [cls_logit, bbox_delta])
+        return cls_logit, bbox_delta
 
     def get_train_symbol(self):
         """mx.sym.Group of the four MakeLoss outputs (see the module docstring)."""
         data, im_info, gt_boxes, rpn_label, rpn_target, rpn_weight = (
             mx.sym.var(name) for name in self.train_data_names)
-        rpn_features, roi_features = self._features(data)
-        cls_logits, bbox_deltas = self.rpn_head.get_output(rpn_features)
+        plan = PrecisionPlan.from_config(self.cfg)
+        rpn_features, roi_features = self._features(data, plan)
+        cls_logits, bbox_deltas = self._rpn_output(rpn_features, plan)
         loss_values = self.rpn_head.get_loss(cls_logits, bbox_deltas, rpn_label, rpn_target,
                                              rpn_weight)
         proposals = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, im_info,
@@ -73,21 +96,24 @@ class FasterRcnn:
         rois, label, bbox_target, bbox_weight = self.rpn_head.get_sampled_proposal(
             proposals, gt_boxes)
         roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
-        cls_logit, bbox_delta = self.bbox_head.get_output(roi_feat)
+        cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
         loss_values.update(self.bbox_head.get_loss(cls_logit, bbox_delta, label, bbox_target,
                                                    bbox_weight))
-        return mx.sym.Group([mx.sym.MakeLoss(loss_values[name], name=name)
-                             for name in self.loss_names])
+        symbol = mx.sym.Group([mx.sym.MakeLoss(loss_values[name], name=name)
+                               for name in self.loss_names])
+        return plan.apply(symbol, self.train_data_names)
 
     def get_test_symbol(self):
         """The inference symbol: data, im_info -> dets (B, max_det, 6)."""
         data, im_info = (mx.sym.var(name) for name in self.test_data_names)
-        rpn_features, roi_features = self._features(data)
-        cls_logits, bbox_deltas = self.rpn_head.get_output(rpn_features)
+        plan = PrecisionPlan.from_config(self.cfg)
+        rpn_features, roi_features = self._features(data, plan)
+        cls_logits, bbox_deltas = self._rpn_output(rpn_features, plan)
         rois = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, im_info, training=False)
         roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
-        cls_logit, bbox_delta = self.bbox_head.get_output(roi_feat)
-        return self.bbox_head.get_prediction(cls_logit, bbox_delta, rois, im_info)
+        cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
+        dets = self.bbox_head.get_prediction(cls_logit, bbox_delta, rois, im_info)
+        return plan.apply(dets, self.test_data_names)
 
     # --- what the engine needs --------------------------------------------------------------
 

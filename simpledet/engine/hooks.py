@@ -43,7 +43,8 @@ def format_duration(seconds):
 
 class LoggingHook(Hook):
     """Every ``interval`` iterations (and at the last one): logs each loss averaged over the
-    window, the total, the lr, img/s and the ETA, and appends the same as one JSON line to
+    window, the total, the lr, img/s and the ETA (with fp16 loss scaling also the last step's
+    loss scale and the updates skipped so far), and appends the same as one JSON line to
     ``<experiment_dir>/metrics.jsonl``.
 
     The first step of a run (graph binding, memory planning) is left out of the speed.
@@ -82,12 +83,17 @@ class LoggingHook(Hook):
         total = sum(losses.values())
         parts = [f"iter {done}/{trainer.max_iter}", f"lr {result.lr:.5g}"]
         parts += [f"{n} {v:.4f}" for n, v in losses.items()]
-        parts += [f"loss {total:.4f}", f"{speed:.2f} img/s",
+        parts += [f"loss {total:.4f}"]
+        if result.loss_scale is not None:
+            parts += [f"loss_scale {result.loss_scale:g}", f"skipped {result.skipped_steps}"]
+        parts += [f"{speed:.2f} img/s",
                   f"eta {format_duration(eta) if math.isfinite(eta) else '?'}"]
         logger.info("  ".join(parts))
         if self.metrics_path:
             record = {"iteration": done, "lr": result.lr, "losses": losses, "loss": total,
                       "img_per_s": speed if math.isfinite(speed) else None, "time": time.time()}
+            if result.loss_scale is not None:
+                record.update(loss_scale=result.loss_scale, skipped_steps=result.skipped_steps)
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         self._reset()
@@ -150,8 +156,15 @@ class LossCurveHook(Hook):
             logger.warning("could not plot the loss curve: %s: %s", type(err).__name__, err)
 
 
-def default_hooks(experiment_dir, log_interval, checkpoint_interval, progress_stream=None):
-    """The standard hook list of a training run."""
+def default_hooks(experiment_dir, log_interval, checkpoint_interval, progress_stream=None, *,
+                  write_files=True):
+    """The standard hook list of a training run.
+
+    write_files=False (distributed workers other than rank 0): log lines only; no metrics
+    file, checkpoint, loss curve or progress bar.
+    """
+    if not write_files:
+        return [LoggingHook(log_interval)]
     metrics = os.path.join(experiment_dir, METRICS_FILE)
     return [LoggingHook(log_interval, metrics), ProgressBarHook(progress_stream),
             CheckpointHook(checkpoint_interval),

@@ -130,6 +130,12 @@ class GraphModule:
             values[name] = float(np.mean([a.asnumpy().mean() for a in per_ctx]))
         return values
 
+    def gradient_arrays(self):
+        """The gradient NDArrays of the current bucket: every trained parameter, every context
+        (after backward; fixed parameters have none)."""
+        return [grad for per_context in self._current._exec_group.grad_arrays
+                for grad in per_context if grad is not None]
+
     def get_params(self):
         """(arg_params, aux_params) copied from the devices (name -> NDArray on CPU)."""
         return self._module.get_params()

@@ -3,9 +3,18 @@
 The loop does not know how a step is carried out, so mixed precision (a loss-scale input,
 overflow checks that skip the update and lower the scale) or other update schemes replace
 :class:`SgdStep` without touching the loop, the hooks or the checkpoints.
+
+A step (see :class:`Step`) may also change the graph it runs (``prepare_symbol``), add data
+inputs the loader does not produce (``extra_data_names`` / ``extra_inputs``) and keep state
+that checkpoints save and restore (``state_dict`` / ``load_state_dict``).
 """
+import logging
 import math
 from dataclasses import dataclass
+
+from simpledet.engine import loss_scale as ls
+
+logger = logging.getLogger("simpledet.train")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -21,12 +30,16 @@ class StepResult:
         losses: loss name -> value (mean over contexts).
         lr: learning rate of the update.
         applied: False when the update was skipped (e.g. a loss-scale overflow).
+        loss_scale: the fp16 loss scale the step ran with (None without loss scaling).
+        skipped_steps: updates skipped so far in the run (loss-scale overflows).
     """
 
     iteration: int
     losses: dict
     lr: float
     applied: bool = True
+    loss_scale: float | None = None
+    skipped_steps: int = 0
 
     @property
     def total_loss(self):
@@ -47,7 +60,31 @@ def check_finite_losses(losses, iteration):
             "check the data of this batch")
 
 
-class SgdStep:
+class Step:
+    """The step protocol; the defaults change nothing (no extra inputs, no state)."""
+
+    extra_data_names = ()
+
+    def prepare_symbol(self, symbol):
+        """The graph the step trains, given the detector's train graph."""
+        return symbol
+
+    def extra_inputs(self, batch_size):
+        """{name: numpy array} for each of ``extra_data_names``, for the next batch."""
+        return {}
+
+    def state_dict(self):
+        """JSON-able state saved in checkpoints ({} for none)."""
+        return {}
+
+    def load_state_dict(self, state):
+        """Restores ``state_dict()`` output (an empty dict keeps the current state)."""
+
+    def __call__(self, module, data_batch, iteration, lr):
+        raise NotImplementedError
+
+
+class SgdStep(Step):
     """The fp32 step: forward + backward on every context, loss check, optimizer update."""
 
     def __call__(self, module, data_batch, iteration, lr):
@@ -70,3 +107,70 @@ class SgdStep:
         check_finite_losses(losses, iteration)
         module.update()
         return StepResult(iteration=iteration, losses=losses, lr=lr)
+
+
+class LossScaledStep(Step):
+    """The fp16 step: dynamic loss scaling around the SGD update.
+
+    The graph gets a ``loss_scale`` input multiplying every loss (loss_scale.scale_losses);
+    each step feeds the current scale, divides the reported losses by it, checks every
+    gradient of every context for inf/nan, and then either updates with
+    ``rescale_grad = base / scale`` (the gradients unscaled before clipping and the update) or
+    skips the update, halves the scale and still advances the optimizer's update count (the lr
+    schedule stays a function of the iteration). The scaler's state is checkpointed.
+
+    Args:
+        scaler: a loss_scale.DynamicLossScaler.
+    """
+
+    extra_data_names = (ls.LOSS_SCALE_INPUT,)
+
+    def __init__(self, scaler):
+        self.scaler = scaler
+        self._optimizer = None
+        self._base_rescale = None
+
+    def prepare_symbol(self, symbol):
+        return ls.scale_losses(symbol)
+
+    def extra_inputs(self, batch_size):
+        return ls.loss_scale_inputs(self.scaler.scale, batch_size)
+
+    def state_dict(self):
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state):
+        if state:
+            self.scaler.load_state_dict(state)
+
+    def _rescale(self, optimizer, scale):
+        if optimizer is not self._optimizer:  # the trainer's 1 / (contexts * machines)
+            self._optimizer, self._base_rescale = optimizer, optimizer.rescale_grad
+        optimizer.rescale_grad = self._base_rescale / scale
+
+    def __call__(self, module, data_batch, iteration, lr):
+        """Runs one step (see the class docstring); the batch's loss_scale input must hold the
+        current scale (``extra_inputs`` gives it).
+
+        Raises:
+            NonFiniteLossError: a loss is NaN or infinite (forward overflow or divergence), or
+                the gradients overflow at the minimum loss scale.
+        """
+        scale = self.scaler.scale
+        module.forward_backward(data_batch)
+        losses = {name: value / scale for name, value in module.mean_outputs().items()}
+        check_finite_losses(losses, iteration)
+        try:
+            applied = self.scaler.update(ls.all_finite(module.gradient_arrays()))
+        except ls.GradientOverflowError as err:
+            raise NonFiniteLossError(f"training diverged at iteration {iteration}: {err}; the "
+                                     "update was not applied") from None
+        if applied:
+            self._rescale(module.optimizer, scale)
+            module.update()
+        else:
+            ls.advance_update_count(module.optimizer)
+            logger.warning("iteration %d: gradient overflow at loss scale %g; update skipped, "
+                           "scale lowered to %g", iteration, scale, self.scaler.scale)
+        return StepResult(iteration=iteration, losses=losses, lr=lr, applied=applied,
+                          loss_scale=scale, skipped_steps=self.scaler.skipped_steps)

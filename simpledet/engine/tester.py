@@ -170,11 +170,16 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
 
     Returns:
         {"bbox": {summary key: value}} (all 12 COCOeval numbers).
+
+    Raises:
+        PrecisionError: cfg.precision cannot run on ``contexts`` (fp16 on CPU).
     """
+    from simpledet.core.precision import check_precision_contexts
     from simpledet.engine.build import build_dataset, build_test_loader
     from simpledet.engine.checkpoint import checkpoint_name, find_checkpoint, load_checkpoint
     from simpledet.engine.evaluation import evaluate_detections
 
+    check_precision_contexts(cfg.precision, contexts)
     experiment_dir = experiment_dir or cfg.experiment_dir
     checkpoint = load_checkpoint(find_checkpoint(experiment_dir, iteration))
     logger.info("testing %s (iteration %d)", checkpoint.path, checkpoint.iteration)

@@ -8,11 +8,13 @@
 
 Per iteration ``i`` (0-based): hooks' ``before_step``, ``mx.random`` reseeded from
 (seed, i) so graph randomness does not depend on where a run was resumed, ``step(module,
-batch, i, lr)`` (forward, backward, NaN check, update: an :class:`~simpledet.engine.steps.SgdStep`
-or a mixed-precision replacement), hooks' ``after_step``. The optimizer is MXNet's SGD with
-momentum, weight decay, optional gradient clipping and ``multi_precision`` (fp32 master
-weights when parameters are fp16); it reads the lr from the schedule by its update count, which
-starts at the resumed iteration. MXNet's SGD applies no weight decay to parameters whose name
+batch, i, lr)`` (forward, backward, NaN check, update: an :class:`~simpledet.engine.steps.SgdStep`,
+or for precision fp16 a :class:`~simpledet.engine.steps.LossScaledStep` with dynamic loss
+scaling), hooks' ``after_step``. The optimizer is MXNet's SGD with momentum, weight decay,
+optional gradient clipping and ``multi_precision`` (fp32 master weights should parameters be
+fp16; the mixed-precision graphs of simpledet.models.precision keep them float32 anyway and
+cast inside the graph); it reads the lr from the schedule by its update count, which starts at
+the resumed iteration. MXNet's SGD applies no weight decay to parameters whose name
 does not end in ``_weight`` or ``_gamma`` (biases, BatchNorm betas); BatchNorm gammas are
 decayed, as in SimpleDet.
 
@@ -31,7 +33,7 @@ from simpledet.engine import checkpoint as ckpt
 from simpledet.engine.module import GraphModule, to_data_batch
 from simpledet.engine.pretrained import check_shapes
 from simpledet.engine.schedule import ScheduleLRScheduler
-from simpledet.engine.steps import SgdStep
+from simpledet.engine.steps import LossScaledStep, SgdStep
 
 logger = logging.getLogger("simpledet.train")
 
@@ -64,7 +66,10 @@ def default_initializer():
 
 
 def effective_kvstore(kvstore, contexts):
-    """The kvstore to create: nccl needs GPUs, so CPU contexts use 'device' instead."""
+    """The kvstore to create: nccl needs GPUs, so CPU contexts use 'device' instead. A kvstore
+    object (a distributed worker's, created once by distributed.join) is used as it is."""
+    if not isinstance(kvstore, str):
+        return kvstore
     if kvstore == "horovod":
         raise NotImplementedError("kvstore 'horovod' is not supported yet; use 'device' or "
                                   "'nccl' on one machine, 'dist_sync' across machines")
@@ -86,7 +91,8 @@ class Trainer:
         schedule: LrSchedule.
         experiment_dir: where checkpoints (and the hooks' files) go.
         fixed_param_names: parameters not updated.
-        kvstore: MXNet kvstore type (unused with one context on one machine).
+        kvstore: MXNet kvstore type (unused with one context on one machine), or a kvstore
+            object (distributed workers).
         momentum, weight_decay, clip_gradient: SGD settings (clip_gradient None: off).
         num_machines: workers of a dist kvstore (gradient rescaling).
         seed: seeds mx.random, numpy and Python's random.
@@ -103,8 +109,12 @@ class Trainer:
                  clip_gradient=None, num_machines=1, seed=0, max_iter=None,
                  images_per_iteration=None, initializer=None, initial_params=None, hooks=(),
                  step=None):
-        self.module = GraphModule(symbol, data_names, contexts, fixed_param_names)
-        self.data_names = list(data_names)
+        self.step = step or SgdStep()
+        # The step may train a changed graph with inputs of its own (fp16: the loss scale).
+        symbol = self.step.prepare_symbol(symbol)
+        self.data_names = list(data_names) + [n for n in self.step.extra_data_names
+                                              if n not in data_names]
+        self.module = GraphModule(symbol, self.data_names, contexts, fixed_param_names)
         self.contexts = list(contexts)
         self.loader = loader
         self.schedule = schedule
@@ -120,7 +130,6 @@ class Trainer:
         self.initializer = initializer
         self.initial_params = initial_params
         self.hooks = list(hooks)
-        self.step = step or SgdStep()
         self.start_iteration = 0
         self.iteration = 0  # completed iterations
         self.last_checkpoint_iteration = None
@@ -131,8 +140,9 @@ class Trainer:
     def resume(self, folder=None):
         """Continues from a checkpoint (the experiment's latest when folder is None).
 
-        Restores parameters, optimizer state, the iteration and the loader position; the
-        learning rate follows the schedule from that iteration on.
+        Restores parameters, optimizer state, the step's state (the fp16 loss scale), the
+        iteration and the loader position; the learning rate follows the schedule from that
+        iteration on.
 
         Returns:
             the iteration training continues from.
@@ -146,6 +156,7 @@ class Trainer:
                            asdict(self.schedule))
         if "loader" in checkpoint.state and hasattr(self.loader, "load_state_dict"):
             self.loader.load_state_dict(checkpoint.state["loader"])
+        self.step.load_state_dict(checkpoint.state.get("step", {}))
         self._resume_from = checkpoint
         self.start_iteration = self.iteration = checkpoint.iteration
         self.last_checkpoint_iteration = checkpoint.iteration
@@ -222,6 +233,7 @@ class Trainer:
         try:
             while self.iteration < self.max_iter:
                 batch = next(batches)
+                batch = {**batch, **self.step.extra_inputs(len(batch[self.data_names[0]]))}
                 data_batch = to_data_batch(batch, self.data_names)
                 if not self.module.bound:
                     self._prepare(data_batch)
@@ -251,6 +263,8 @@ class Trainer:
                  "max_iter": self.max_iter, "contexts": [str(c) for c in self.contexts]}
         if hasattr(self.loader, "state_dict"):
             state["loader"] = _jsonable(self.loader.state_dict())
+        if self.step.state_dict():
+            state["step"] = _jsonable(self.step.state_dict())  # e.g. the fp16 loss scale
         return state
 
     def save_checkpoint(self):
@@ -280,8 +294,42 @@ def _jsonable(value):
     return value
 
 
+def default_step(cfg):
+    """The step of ``cfg.precision``: dynamic loss scaling for fp16, the plain SGD step for fp32
+    and bf16 (bfloat16 has float32's exponent range: its gradients need no scaling)."""
+    if cfg.precision != "fp16":
+        return SgdStep()
+    from simpledet.engine.loss_scale import DynamicLossScaler
+
+    return LossScaledStep(DynamicLossScaler.from_config(cfg.mixed_precision))
+
+
+def check_contexts(cfg, contexts):
+    """Fails early, with a message, on contexts the config cannot train on.
+
+    Raises:
+        PrecisionError: fp16 on CPU contexts, or fp16 across machines (a loss-scale overflow
+            skips the update on one machine only, which a dist kvstore cannot follow).
+        ValueError: SyncBatchNorm built for a different number of devices than ``contexts``
+            (its cross-device barrier would wait forever).
+    """
+    from simpledet.core.precision import PrecisionError, check_precision_contexts
+
+    check_precision_contexts(cfg.precision, contexts)
+    if cfg.precision == "fp16" and cfg.runtime.num_machines > 1:
+        raise PrecisionError(f"precision=fp16 with num_machines={cfg.runtime.num_machines} is "
+                             "not supported: machines would disagree on skipped loss-scale "
+                             "steps; use precision=fp32 or bf16 across machines")
+    if cfg.backbone.normalizer == "syncbn" and len(contexts) != cfg.runtime.num_devices:
+        raise ValueError(f"backbone.normalizer='syncbn' synchronizes {cfg.runtime.num_devices} "
+                         f"devices (runtime.device_ids {cfg.runtime.device_ids}) but training "
+                         f"runs on {len(contexts)} contexts {[str(c) for c in contexts]}; set "
+                         "runtime.device_ids (or --gpus/--cpus) to match")
+
+
 def build_trainer(cfg, detector, loader, contexts, *, experiment_dir=None, max_iter=None,
-                  hooks=None, schedule=None, step=None, load_pretrained_weights=True):
+                  hooks=None, schedule=None, step=None, load_pretrained_weights=True,
+                  kvstore=None):
     """A Trainer for a detector and a FasterRcnnConfig.
 
     Args:
@@ -294,13 +342,16 @@ def build_trainer(cfg, detector, loader, contexts, *, experiment_dir=None, max_i
         max_iter: stop early (default cfg.max_iter); the schedule is unchanged.
         hooks: default hooks.default_hooks(...).
         schedule: default LrSchedule.from_config(cfg).
-        step: default SgdStep().
+        step: default ``default_step(cfg)`` (fp16: LossScaledStep, else SgdStep).
         load_pretrained_weights: read cfg.pretrain_path (when not None).
+        kvstore: a kvstore object to use instead of creating cfg.runtime.kvstore (the one
+            distributed.join created; a dist kvstore can be created only once per process).
     """
     from simpledet.engine.hooks import default_hooks
     from simpledet.engine.pretrained import load_pretrained
     from simpledet.engine.schedule import LrSchedule
 
+    check_contexts(cfg, contexts)
     experiment_dir = experiment_dir or cfg.experiment_dir
     symbol = detector.get_train_symbol()
     data_names = list(detector.train_data_names)
@@ -320,9 +371,11 @@ def build_trainer(cfg, detector, loader, contexts, *, experiment_dir=None, max_i
     initializer = detector.initializer() if hasattr(detector, "initializer") else None
     return Trainer(symbol=symbol, data_names=data_names, contexts=contexts, loader=loader,
                    schedule=schedule, experiment_dir=experiment_dir, fixed_param_names=fixed,
-                   kvstore=cfg.runtime.kvstore, momentum=cfg.train.momentum,
+                   kvstore=cfg.runtime.kvstore if kvstore is None else kvstore,
+                   momentum=cfg.train.momentum,
                    weight_decay=cfg.train.weight_decay, clip_gradient=cfg.train.clip_gradient,
                    num_machines=cfg.runtime.num_machines, seed=cfg.seed,
                    max_iter=min(max_iter or cfg.max_iter, cfg.max_iter),
                    images_per_iteration=cfg.total_batch, initializer=initializer,
-                   initial_params=initial_params, hooks=hooks, step=step)
+                   initial_params=initial_params, hooks=hooks,
+                   step=step or default_step(cfg))

@@ -2,7 +2,8 @@
 
 Each builder takes Symbols and returns Symbols, under its own name prefix (backbone: none, its
 names are the pretrained files'; neck ``fpn_``; rpn ``rpn_``; RoIAlign ``roi_``; box head
-``bbox_``), so a detector can insert casts between components.
+``bbox_``). A detector reports each component's boundaries to a
+``simpledet.models.precision.PrecisionPlan``, which runs the chosen components in fp16/bf16.
 """
 from simpledet.models.backbone import (
     Backbone,

@@ -5,12 +5,13 @@ import sys
 FORMAT = "%(asctime)s %(levelname).1s %(message)s"
 
 
-def setup_logging(log_file=None, level=logging.INFO):
+def setup_logging(log_file=None, level=logging.INFO, tag=None):
     """Configures the 'simpledet' logger (idempotent: earlier handlers are replaced).
 
     Args:
         log_file: also append messages here (e.g. experiments/<name>/train.log).
         level: logging level.
+        tag: written in brackets before each message, e.g. 'rank 1/2' in a distributed run.
 
     Returns:
         the 'simpledet' logger.
@@ -19,7 +20,8 @@ def setup_logging(log_file=None, level=logging.INFO):
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    formatter = logging.Formatter(FORMAT, datefmt="%m-%d %H:%M:%S")
+    fmt = FORMAT.replace("%(message)s", f"[{tag}] %(message)s") if tag else FORMAT
+    formatter = logging.Formatter(fmt, datefmt="%m-%d %H:%M:%S")
     handlers = [logging.StreamHandler(sys.stdout)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))

@@ -1,0 +1,101 @@
+"""One fixed synthetic batch, built once before timing, so the benchmark times the graph and not
+image decoding, resizing or target assignment (the loader has its own benchmark,
+scripts/bench_loader.py).
+
+The batch is what the loader would give for random images of exactly the benchmark size (so no
+resize is needed): random RGB pixels normalized with the config's pixel mean/std and padded to
+the bucket, a few random ground-truth boxes, and RPN anchor targets from the package's own
+``assign_anchor_targets`` with the config's RPN settings. The GluonCV peer gets the same raw
+images and boxes and makes its own targets (see simpledet.benchmark.gluoncv_peer).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from simpledet.data.anchor_target import assign_anchor_targets, num_level_anchors
+from simpledet.data.transforms import normalize_pad_chw
+
+BOXES_PER_IMAGE = 4
+
+
+@dataclass
+class SyntheticImages:
+    """Raw images and their ground truth, shared by our model and the peer.
+
+    Attributes:
+        images: list of (H, W, 3) uint8 RGB arrays.
+        boxes: list of (G, 4) float32 [x1, y1, x2, y2] in pixels ("+1" convention).
+        classes: list of (G,) int labels in 1..num_classes-1 (0 is background).
+    """
+
+    images: list
+    boxes: list
+    classes: list
+
+    @property
+    def height(self):
+        return self.images[0].shape[0]
+
+    @property
+    def width(self):
+        return self.images[0].shape[1]
+
+
+def random_boxes(rng, height, width, count):
+    """``count`` boxes of 10-60% of each side, inside the image: (count, 4) float32."""
+    box_h = rng.uniform(0.1, 0.6, count) * height
+    box_w = rng.uniform(0.1, 0.6, count) * width
+    y1 = rng.uniform(0, height - box_h)
+    x1 = rng.uniform(0, width - box_w)
+    return np.stack([x1, y1, x1 + box_w - 1, y1 + box_h - 1], axis=1).astype(np.float32)
+
+
+def make_images(batch, height, width, num_classes, seed=0, boxes_per_image=BOXES_PER_IMAGE):
+    """``batch`` random images with ``boxes_per_image`` random boxes each."""
+    rng = np.random.default_rng(seed)
+    return SyntheticImages(
+        images=[rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(batch)],
+        boxes=[random_boxes(rng, height, width, boxes_per_image) for _ in range(batch)],
+        classes=[rng.integers(1, num_classes, boxes_per_image) for _ in range(batch)])
+
+
+def inference_batch(cfg, sample, bucket):
+    """{"data", "im_info"} of the test graph: normalized, padded images at scale 1."""
+    size = len(sample.images)
+    data = np.zeros((size, 3) + tuple(bucket), dtype=np.float32)
+    for slot, image in enumerate(sample.images):
+        normalize_pad_chw(image, cfg.backbone.pixel_mean, cfg.backbone.pixel_std, bucket,
+                          out=data[slot])
+    im_info = np.tile(np.array([[sample.height, sample.width, 1.0]], np.float32), (size, 1))
+    return {"data": data, "im_info": im_info}
+
+
+def training_batch(cfg, levels, sample, bucket, seed=0):
+    """The training inputs the loader would build for ``sample`` (see FasterRcnn's
+    train_data_names): data, im_info, gt_boxes padded with -1, rpn_label/target/weight.
+
+    Args:
+        cfg: the frozen config (input.max_num_gt, rpn.*, backbone pixel mean/std).
+        levels: the detector's ``rpn_levels(*bucket)``.
+        sample: SyntheticImages.
+        bucket: (Hb, Wb) padded input shape.
+    """
+    batch = inference_batch(cfg, sample, bucket)
+    size = len(sample.images)
+    num_anchors = num_level_anchors(levels, cfg.rpn.anchor_scales, cfg.rpn.anchor_ratios)
+    batch["gt_boxes"] = np.full((size, cfg.input.max_num_gt, 5), -1, dtype=np.float32)
+    for name, width in (("rpn_label", 1), ("rpn_target", 4), ("rpn_weight", 4)):
+        batch[name] = np.zeros((size, width * num_anchors), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    for slot, (boxes, classes) in enumerate(zip(sample.boxes, sample.classes)):
+        kept = min(len(boxes), cfg.input.max_num_gt)
+        batch["gt_boxes"][slot, :kept, :4] = boxes[:kept]
+        batch["gt_boxes"][slot, :kept, 4] = classes[:kept]
+        assign_anchor_targets(
+            boxes, batch["im_info"][slot], levels, cfg.rpn.anchor_scales,
+            cfg.rpn.anchor_ratios, pos_thresh=cfg.rpn.pos_iou, neg_thresh=cfg.rpn.neg_iou,
+            batch_size=cfg.rpn.batch_per_image, fg_fraction=cfg.rpn.fg_fraction,
+            allowed_border=cfg.rpn.allowed_border, rng=rng,
+            out={"labels": batch["rpn_label"][slot], "targets": batch["rpn_target"][slot],
+                 "weights": batch["rpn_weight"][slot]})
+    return batch
