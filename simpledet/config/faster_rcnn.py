@@ -55,7 +55,8 @@ class BackboneConfig(Section):
         normalizer: 'fixbn' (BatchNorm with frozen statistics and affine: needs pretrained
             weights), 'bn' (per-device BatchNorm), 'syncbn' (cross-device), 'gn' (GroupNorm).
         frozen_stages: leading stages whose weights are not trained: 0 trains everything,
-            1 = stem + res2 (SimpleDet's fixed_param ["conv0", "stage1"]), up to 5.
+            1 = stem + res2 (SimpleDet's fixed_param ["conv0", "stage1"]), up to 5. With 'bn' or
+            'syncbn' the frozen stages' BatchNorms use their stored statistics (frozen BN).
         width: stem channels and res2 width of basic units; every stage scales with it. 64 in
             all published ResNets (pretrained weights need it); smaller values make cheap
             from-scratch models such as the CPU quickstart's.

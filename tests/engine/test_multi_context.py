@@ -109,6 +109,7 @@ def test_syncbn_layers_have_unique_keys_and_the_config_device_count():
     cfg.backbone.depth = 18
     cfg.backbone.normalizer = "syncbn"
     cfg.runtime.device_ids = (0, 1, 2)
+    cfg.backbone.frozen_stages = 0  # frozen stages would use stored statistics instead
     cfg.freeze()
     symbol = mx.sym.Group(list(build_backbone(cfg).get_features(mx.sym.var("data")).values()))
     nodes = [n for n in json.loads(symbol.tojson())["nodes"] if n["op"] == "_contrib_SyncBatchNorm"]

@@ -146,13 +146,14 @@ def test_fixbn_uses_global_stats():
 
 
 def test_bn_uses_batch_stats():
-    ops = norm_ops(c5_symbol(ResNet("v1b", 50, Normalizer("bn"))))
+    ops = norm_ops(c5_symbol(ResNet("v1b", 50, Normalizer("bn"), frozen_stages=0)))
     assert {n["op"] for n in ops} == {"BatchNorm"}
     assert all(n["attrs"]["use_global_stats"] == "False" for n in ops)
 
 
 def test_syncbn_has_one_key_per_layer_and_the_device_count():
-    ops = norm_ops(c5_symbol(ResNet("v1", 50, Normalizer("syncbn", num_devices=4))))
+    ops = norm_ops(c5_symbol(ResNet("v1", 50, Normalizer("syncbn", num_devices=4),
+                                   frozen_stages=0)))
     assert {n["op"] for n in ops} == {"_contrib_SyncBatchNorm"}
     assert all(n["attrs"]["ndev"] == "4" for n in ops)
     keys = [n["attrs"]["key"] for n in ops]
@@ -163,6 +164,7 @@ def test_syncbn_device_count_comes_from_the_runtime_config():
     cfg = FasterRcnnConfig()
     cfg.backbone.normalizer = "syncbn"
     cfg.runtime.device_ids = (0, 1, 2)
+    cfg.backbone.frozen_stages = 0  # frozen stages use stored statistics (plain BatchNorm)
     cfg.freeze()
     ops = norm_ops(c5_symbol(build_backbone(cfg)))
     assert ops and all(n["attrs"]["ndev"] == "3" for n in ops)

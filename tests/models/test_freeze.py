@@ -78,6 +78,18 @@ def test_trainable_normalizer_freezes_only_the_frozen_stages():
     assert "stage3_unit1_bn1_gamma" not in fixed
 
 
+@pytest.mark.parametrize("normalizer", ["bn", "syncbn"])
+def test_frozen_stages_use_stored_batchnorm_statistics(normalizer):
+    symbol, _, fixed = fixed_names(make_cfg(normalizer=normalizer, frozen_stages=2))
+    stored = frozen_bn_affines(symbol)  # BatchNorm layers with use_global_stats
+    frozen_norms = {n for n in fixed if n.endswith(("_gamma", "_beta"))}
+    assert stored == frozen_norms and stored  # exactly the frozen stem / stage1-2 norms
+    batch_stat_ops = {node["name"] for node in json.loads(symbol.tojson())["nodes"]
+                      if node["op"] in ("BatchNorm", "_contrib_SyncBatchNorm")
+                      and node["attrs"].get("use_global_stats", "False") == "False"}
+    assert "stage3_unit1_bn1" in batch_stat_ops and "bn0" not in batch_stat_ops
+
+
 def test_nothing_frozen_with_frozen_stages_0_and_gn():
     _, _, fixed = fixed_names(make_cfg(normalizer="gn", frozen_stages=0))
     assert fixed == set()

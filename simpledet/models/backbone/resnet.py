@@ -46,6 +46,7 @@ _FEATURE_OF_STAGE = {1: "c2", 2: "c3", 3: "c4", 4: "c5"}
 _STRIDE_OF_STAGE = {1: 4, 2: 8, 3: 16, 4: 32}
 # Names of every norm layer this module can create, for the frozen-normalizer pattern.
 _NORM_LAYER_NAMES = r"(bn_data|bn0|bn1|stage[1-4]_unit[0-9]+_(bn[1-3]|sc_bn))"
+_FROZEN_BN = Normalizer("fixbn")
 
 
 class ResNet(Backbone):
@@ -135,7 +136,20 @@ class ResNet(Backbone):
                                   no_bias=True)
 
     def _norm(self, data, name, channels):
+        if self._is_frozen_layer(name) and self.normalizer.kind in ("bn", "syncbn"):
+            # A frozen stage's BatchNorm uses its stored statistics, as detectron2's
+            # FrozenBatchNorm: its affine does not train, so batch statistics would only drift
+            # the layer away from the weights it was frozen with.
+            return _FROZEN_BN(data, name, channels)
         return self.normalizer(data, name, channels)
+
+    def _is_frozen_layer(self, name):
+        """True for the stem and stages 1..frozen_stages (the layers fixed_param_patterns
+        freezes)."""
+        if self.frozen_stages < 1:
+            return False
+        frozen = ("conv0", "bn0") + tuple(f"stage{s}_" for s in range(1, self.frozen_stages + 1))
+        return name.startswith(frozen)
 
     @staticmethod
     def _relu(data, name):
