@@ -152,6 +152,11 @@ inline MXReturnValue zero_backward_gpu(const Attrs&, std::vector<MXTensor>*,
 // graph without one). The enclosing namespace `ns` must define parse_attrs, infer_type,
 // infer_shape, forward and, in CUDA builds, forward_gpu.
 #ifdef SIMPLEDET_WITH_CUDA
+#define SIMPLEDET_NO_GRAD_GPU(ns)                                                      \
+  .setForward(ns::forward_gpu, "gpu").setBackward(simpledet::zero_backward_gpu, "gpu")
+#else
+#define SIMPLEDET_NO_GRAD_GPU(ns)
+#endif
 #define SIMPLEDET_REGISTER_NO_GRAD_OP(op, ns)                                          \
   REGISTER_OP(op)                                                                      \
       .setParseAttrs(ns::parse_attrs)                                                  \
@@ -159,16 +164,6 @@ inline MXReturnValue zero_backward_gpu(const Attrs&, std::vector<MXTensor>*,
       .setInferShape(ns::infer_shape)                                                  \
       .setForward(ns::forward, "cpu")                                                  \
       .setBackward(simpledet::zero_backward_cpu, "cpu")                                \
-      .setForward(ns::forward_gpu, "gpu")                                              \
-      .setBackward(simpledet::zero_backward_gpu, "gpu")
-#else
-#define SIMPLEDET_REGISTER_NO_GRAD_OP(op, ns)                                          \
-  REGISTER_OP(op)                                                                      \
-      .setParseAttrs(ns::parse_attrs)                                                  \
-      .setInferType(ns::infer_type)                                                    \
-      .setInferShape(ns::infer_shape)                                                  \
-      .setForward(ns::forward, "cpu")                                                  \
-      .setBackward(simpledet::zero_backward_cpu, "cpu")
-#endif
+      SIMPLEDET_NO_GRAD_GPU(ns)
 
 #endif  // SIMPLEDET_OP_H_
