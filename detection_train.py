@@ -161,7 +161,8 @@ def train(cfg, args, log, worker=None):
     hooks = None  # build_trainer's defaults
     if worker is not None:
         hooks = default_hooks(cfg.experiment_dir, cfg.train.log_interval,
-                              cfg.train.checkpoint_interval, write_files=rank == 0)
+                              cfg.train.checkpoint_interval, write_files=rank == 0,
+                              tensorboard=cfg.train.tensorboard)
         hooks.append(ParameterSyncHook(worker))
     trainer = build_trainer(cfg, detector, loader, make_contexts(cfg.runtime),
                             max_iter=args.max_iter, load_pretrained_weights=not args.resume,

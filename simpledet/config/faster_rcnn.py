@@ -394,6 +394,8 @@ class TrainConfig(Section):
             FPN configs); 0 disables.
         warmup_factor: the warmup starts at warmup_factor * lr.
         log_interval / checkpoint_interval: in iterations.
+        tensorboard: also write the logged scalars as TensorBoard event files
+            (``<experiment_dir>/tensorboard``; needs tensorboardX, in the 'test' extra).
     """
 
     images_per_device: int = field(2, check=positive)
@@ -409,6 +411,7 @@ class TrainConfig(Section):
     warmup_factor: float = field(1.0 / 3.0, check=fraction)
     log_interval: int = field(20, check=positive)
     checkpoint_interval: int = field(10000, check=positive)
+    tensorboard: bool = True
 
     def validate(self):
         late = [s for s in self.lr_steps_at_batch16 if s >= self.iters_at_batch16]

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from simpledet.engine.tensorboard import TENSORBOARD_DIR, open_tensorboard
+
 logger = logging.getLogger("simpledet.train")
 
 METRICS_FILE = "metrics.jsonl"
@@ -45,14 +47,16 @@ class LoggingHook(Hook):
     """Every ``interval`` iterations (and at the last one): logs each loss averaged over the
     window, the total, the lr, img/s and the ETA (with fp16 loss scaling also the last step's
     loss scale and the updates skipped so far), and appends the same as one JSON line to
-    ``<experiment_dir>/metrics.jsonl``.
+    ``<experiment_dir>/metrics.jsonl`` and to each sink (an object with ``write(record)`` and
+    ``close()``, e.g. tensorboard.TensorBoardSink).
 
     The first step of a run (graph binding, memory planning) is left out of the speed.
     """
 
-    def __init__(self, interval, metrics_path=None):
+    def __init__(self, interval, metrics_path=None, sinks=()):
         self.interval = int(interval)
         self.metrics_path = metrics_path
+        self.sinks = [s for s in sinks if s is not None]
         self._reset()
         self._window_start = None
 
@@ -89,15 +93,21 @@ class LoggingHook(Hook):
         parts += [f"{speed:.2f} img/s",
                   f"eta {format_duration(eta) if math.isfinite(eta) else '?'}"]
         logger.info("  ".join(parts))
+        record = {"iteration": done, "lr": result.lr, "losses": losses, "loss": total,
+                  "img_per_s": speed if math.isfinite(speed) else None, "time": time.time()}
+        if result.loss_scale is not None:
+            record.update(loss_scale=result.loss_scale, skipped_steps=result.skipped_steps)
         if self.metrics_path:
-            record = {"iteration": done, "lr": result.lr, "losses": losses, "loss": total,
-                      "img_per_s": speed if math.isfinite(speed) else None, "time": time.time()}
-            if result.loss_scale is not None:
-                record.update(loss_scale=result.loss_scale, skipped_steps=result.skipped_steps)
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        for sink in self.sinks:
+            sink.write(record)
         self._reset()
         self._window_start = now
+
+    def after_train(self, trainer):
+        for sink in self.sinks:
+            sink.close()
 
 
 class ProgressBarHook(Hook):
@@ -157,15 +167,18 @@ class LossCurveHook(Hook):
 
 
 def default_hooks(experiment_dir, log_interval, checkpoint_interval, progress_stream=None, *,
-                  write_files=True):
+                  write_files=True, tensorboard=False):
     """The standard hook list of a training run.
 
     write_files=False (distributed workers other than rank 0): log lines only; no metrics
-    file, checkpoint, loss curve or progress bar.
+    file, event files, checkpoint, loss curve or progress bar. tensorboard=True also writes
+    the logged scalars as TensorBoard event files under ``<experiment_dir>/tensorboard``.
     """
     if not write_files:
         return [LoggingHook(log_interval)]
     metrics = os.path.join(experiment_dir, METRICS_FILE)
-    return [LoggingHook(log_interval, metrics), ProgressBarHook(progress_stream),
+    sinks = ([open_tensorboard(os.path.join(experiment_dir, TENSORBOARD_DIR))] if tensorboard
+             else [])
+    return [LoggingHook(log_interval, metrics, sinks), ProgressBarHook(progress_stream),
             CheckpointHook(checkpoint_interval),
             LossCurveHook(metrics, os.path.join(experiment_dir, LOSS_CURVE_FILE))]

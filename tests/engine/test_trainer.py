@@ -6,11 +6,13 @@ import mxnet as mx
 import numpy as np
 import pytest
 from standin_detector import StandInDetector, tiny_config, write_tiny_coco
+from test_tensorboard import read_scalars
 
 from simpledet.engine import checkpoint as ckpt
 from simpledet.engine.build import build_dataset, build_train_loader
 from simpledet.engine.hooks import LOSS_CURVE_FILE, METRICS_FILE
 from simpledet.engine.steps import NonFiniteLossError
+from simpledet.engine.tensorboard import TENSORBOARD_DIR
 from simpledet.engine.trainer import build_trainer, match_fixed_params
 
 SIZES = [(40, 56), (56, 40), (30, 44), (44, 60), (50, 50), (40, 60), (56, 40), (20, 30)]
@@ -87,6 +89,9 @@ def test_metrics_log_and_loss_curve(data_root, tmp_path, caplog):
     assert [r["lr"] for r in records] == pytest.approx([cfg.lr, cfg.lr, cfg.lr * 0.1,
                                                         cfg.lr * 0.01])
     assert records[-1]["loss"] == pytest.approx(sum(records[-1]["losses"].values()))
+    # the TensorBoard event files hold the same windows
+    scalars = read_scalars(os.path.join(cfg.experiment_dir, TENSORBOARD_DIR))
+    assert scalars["loss/total"] == [(r["iteration"], pytest.approx(r["loss"])) for r in records]
     assert os.path.getsize(os.path.join(cfg.experiment_dir, LOSS_CURVE_FILE)) > 1000
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iter ")]
     assert lines and all("img/s" in line and "eta" in line and "rpn_cls_loss" in line
