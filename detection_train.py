@@ -146,6 +146,7 @@ def train(cfg, args, log, worker=None):
     from simpledet.engine.cli import fail
     from simpledet.engine.contexts import make_contexts
     from simpledet.engine.distributed import ParameterSyncHook
+    from simpledet.engine.health import DeadTrainingError
     from simpledet.engine.hooks import default_hooks
     from simpledet.engine.steps import NonFiniteLossError
     from simpledet.engine.trainer import build_trainer
@@ -162,7 +163,8 @@ def train(cfg, args, log, worker=None):
     if worker is not None:
         hooks = default_hooks(cfg.experiment_dir, cfg.train.log_interval,
                               cfg.train.checkpoint_interval, write_files=rank == 0,
-                              tensorboard=cfg.train.tensorboard)
+                              tensorboard=cfg.train.tensorboard,
+                              stop_when_dead=cfg.train.stop_when_dead)
         hooks.append(ParameterSyncHook(worker))
     trainer = build_trainer(cfg, detector, loader, make_contexts(cfg.runtime),
                             max_iter=args.max_iter, load_pretrained_weights=not args.resume,
@@ -171,7 +173,7 @@ def train(cfg, args, log, worker=None):
         trainer.resume()
     try:
         trainer.train()
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, DeadTrainingError) as err:
         log.error("%s", err)
         return fail(str(err), code=1)
     log.info("done: %d iterations; checkpoints in %s/checkpoints", trainer.iteration,

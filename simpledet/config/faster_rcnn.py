@@ -396,6 +396,8 @@ class TrainConfig(Section):
         log_interval / checkpoint_interval: in iterations.
         tensorboard: also write the logged scalars as TensorBoard event files
             (``<experiment_dir>/tensorboard``; needs tensorboardX, in the 'test' extra).
+        stop_when_dead: stop a run whose network died (most weights get exactly zero
+            gradient for several log intervals: engine/health.py); False only logs an error.
     """
 
     images_per_device: int = field(2, check=positive)
@@ -412,6 +414,7 @@ class TrainConfig(Section):
     log_interval: int = field(20, check=positive)
     checkpoint_interval: int = field(10000, check=positive)
     tensorboard: bool = True
+    stop_when_dead: bool = True
 
     def validate(self):
         late = [s for s in self.lr_steps_at_batch16 if s >= self.iters_at_batch16]

@@ -90,6 +90,8 @@ class LoggingHook(Hook):
         parts += [f"loss {total:.4f}"]
         if result.loss_scale is not None:
             parts += [f"loss_scale {result.loss_scale:g}", f"skipped {result.skipped_steps}"]
+        if result.grad_norm is not None:
+            parts += [f"grad_norm {result.grad_norm:.4g}"]
         parts += [f"{speed:.2f} img/s",
                   f"eta {format_duration(eta) if math.isfinite(eta) else '?'}"]
         logger.info("  ".join(parts))
@@ -97,6 +99,8 @@ class LoggingHook(Hook):
                   "img_per_s": speed if math.isfinite(speed) else None, "time": time.time()}
         if result.loss_scale is not None:
             record.update(loss_scale=result.loss_scale, skipped_steps=result.skipped_steps)
+        if result.grad_norm is not None:
+            record["grad_norm"] = result.grad_norm
         if self.metrics_path:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -167,18 +171,23 @@ class LossCurveHook(Hook):
 
 
 def default_hooks(experiment_dir, log_interval, checkpoint_interval, progress_stream=None, *,
-                  write_files=True, tensorboard=False):
+                  write_files=True, tensorboard=False, stop_when_dead=True):
     """The standard hook list of a training run.
 
     write_files=False (distributed workers other than rank 0): log lines only; no metrics
     file, event files, checkpoint, loss curve or progress bar. tensorboard=True also writes
     the logged scalars as TensorBoard event files under ``<experiment_dir>/tensorboard``.
+    The health check (gradient norm, dead-network stop; ``stop_when_dead=False`` only logs)
+    comes first, so the logging hook reports its measurement.
     """
+    from simpledet.engine.health import HealthHook
+
+    health = HealthHook(log_interval, stop=stop_when_dead)
     if not write_files:
-        return [LoggingHook(log_interval)]
+        return [health, LoggingHook(log_interval)]
     metrics = os.path.join(experiment_dir, METRICS_FILE)
     sinks = ([open_tensorboard(os.path.join(experiment_dir, TENSORBOARD_DIR))] if tensorboard
              else [])
-    return [LoggingHook(log_interval, metrics, sinks), ProgressBarHook(progress_stream),
+    return [health, LoggingHook(log_interval, metrics, sinks), ProgressBarHook(progress_stream),
             CheckpointHook(checkpoint_interval),
             LossCurveHook(metrics, os.path.join(experiment_dir, LOSS_CURVE_FILE))]

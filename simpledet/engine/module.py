@@ -136,6 +136,12 @@ class GraphModule:
         return [grad for per_context in self._current._exec_group.grad_arrays
                 for grad in per_context if grad is not None]
 
+    def named_gradients(self):
+        """[(name, gradient NDArray)] of every trained parameter on the first context."""
+        group = self._current._exec_group
+        return [(name, grads[0]) for name, grads in zip(group.param_names, group.grad_arrays)
+                if grads and grads[0] is not None]
+
     def get_params(self):
         """(arg_params, aux_params) copied from the devices (name -> NDArray on CPU)."""
         return self._module.get_params()

@@ -32,6 +32,7 @@ class StepResult:
         applied: False when the update was skipped (e.g. a loss-scale overflow).
         loss_scale: the fp16 loss scale the step ran with (None without loss scaling).
         skipped_steps: updates skipped so far in the run (loss-scale overflows).
+        grad_norm: global L2 norm of the gradients, where a hook measured it (health.py).
     """
 
     iteration: int
@@ -40,6 +41,7 @@ class StepResult:
     applied: bool = True
     loss_scale: float | None = None
     skipped_steps: int = 0
+    grad_norm: float | None = None
 
     @property
     def total_loss(self):

@@ -14,8 +14,8 @@ TENSORBOARD_DIR = "tensorboard"
 
 class TensorBoardSink:
     """Writes logging records as scalars: ``loss/<name>``, ``loss/total``, ``lr``,
-    ``speed/img_per_s`` and, with fp16 loss scaling, ``fp16/loss_scale`` and
-    ``fp16/skipped_steps``; the step is the record's iteration.
+    ``speed/img_per_s``, ``grad_norm`` (when measured) and, with fp16 loss scaling,
+    ``fp16/loss_scale`` and ``fp16/skipped_steps``; the step is the record's iteration.
 
     Args:
         logdir: folder of the event files (created if missing).
@@ -32,7 +32,8 @@ class TensorBoardSink:
         scalars = {f"loss/{name}": value for name, value in record["losses"].items()}
         scalars["loss/total"] = record["loss"]
         scalars["lr"] = record["lr"]
-        for key, tag in (("img_per_s", "speed/img_per_s"), ("loss_scale", "fp16/loss_scale"),
+        for key, tag in (("img_per_s", "speed/img_per_s"), ("grad_norm", "grad_norm"),
+                         ("loss_scale", "fp16/loss_scale"),
                          ("skipped_steps", "fp16/skipped_steps")):
             if record.get(key) is not None:
                 scalars[tag] = record[key]

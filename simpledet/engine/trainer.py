@@ -367,7 +367,8 @@ def build_trainer(cfg, detector, loader, contexts, *, experiment_dir=None, max_i
     schedule = schedule or LrSchedule.from_config(cfg)
     if hooks is None:
         hooks = default_hooks(experiment_dir, cfg.train.log_interval,
-                              cfg.train.checkpoint_interval, tensorboard=cfg.train.tensorboard)
+                              cfg.train.checkpoint_interval, tensorboard=cfg.train.tensorboard,
+                              stop_when_dead=cfg.train.stop_when_dead)
     initializer = detector.initializer() if hasattr(detector, "initializer") else None
     return Trainer(symbol=symbol, data_names=data_names, contexts=contexts, loader=loader,
                    schedule=schedule, experiment_dir=experiment_dir, fixed_param_names=fixed,

@@ -52,14 +52,14 @@ def test_sink_scalars_read_back(tmp_path):
 
 def test_default_hooks_switch(tmp_path):
     off = default_hooks(str(tmp_path / "off"), 5, 10, tensorboard=False)
-    assert isinstance(off[0], LoggingHook) and off[0].sinks == []
+    assert isinstance(off[1], LoggingHook) and off[1].sinks == []
     on = default_hooks(str(tmp_path / "on"), 5, 10, tensorboard=True)
-    assert isinstance(on[0].sinks[0], TensorBoardSink)
-    assert on[0].sinks[0].logdir == os.path.join(str(tmp_path / "on"), TENSORBOARD_DIR)
-    on[0].sinks[0].close()
+    assert isinstance(on[1].sinks[0], TensorBoardSink)
+    assert on[1].sinks[0].logdir == os.path.join(str(tmp_path / "on"), TENSORBOARD_DIR)
+    on[1].sinks[0].close()
     # workers other than rank 0 write no files at all
     assert default_hooks(str(tmp_path / "w"), 5, 10, write_files=False,
-                         tensorboard=True)[0].sinks == []
+                         tensorboard=True)[1].sinks == []
 
 
 def test_missing_tensorboardx_warns_and_trains_on(tmp_path, monkeypatch, caplog):
