@@ -242,10 +242,13 @@ class DatasetConfig(Section):
             None for the default layout.
         class_names: the K foreground classes in label order (label l is class_names[l - 1]);
             the loader checks them against the annotation file's categories.
-        synthetic: 'shapes' to use the bundled synthetic dataset instead of files under root:
-            it is generated on first use (detection_train.py / detection_test.py) into a
-            cache folder named after its parameters, and its splits are 'train' and 'val'.
-        synthetic_train / synthetic_val / synthetic_seed: the generated dataset's parameters.
+        synthetic: a bundled dataset instead of files under root, built on first use
+            (detection_train.py / detection_test.py) into a cache folder named after its
+            parameters; its splits are 'train' and 'val'. 'shapes': synthetic coloured shapes
+            (simpledet.data.shapes); 'photos': 8 hand-annotated photographs, the same in both
+            splits (simpledet.data.photos; class names photos.CLASS_NAMES).
+        synthetic_train / synthetic_val / synthetic_seed: the shapes dataset's parameters
+            (the photos dataset has none: leave them at their defaults).
     """
 
     root: str = "data/coco"
@@ -256,7 +259,7 @@ class DatasetConfig(Section):
     val_ann_file: str | None = None
     val_image_dir: str | None = None
     class_names: tuple[str, ...] = COCO_CLASS_NAMES
-    synthetic: Literal["none", "shapes"] = "none"
+    synthetic: Literal["none", "shapes", "photos"] = "none"
     synthetic_train: int = field(1000, check=positive)
     synthetic_val: int = field(200, check=positive)
     synthetic_seed: int = 0
@@ -271,6 +274,10 @@ class DatasetConfig(Section):
         """Parameters of the generated dataset (None for files under root)."""
         if self.synthetic == "none":
             return None
+        if self.synthetic == "photos":
+            from simpledet.data.photos import photos_params
+
+            return photos_params()
         from simpledet.data.shapes import DEFAULT_SIZE, shapes_params
 
         return shapes_params(self.synthetic_train, self.synthetic_val, self.synthetic_seed,
@@ -280,6 +287,10 @@ class DatasetConfig(Section):
         """(folder, train split, val split): root, or the synthetic dataset's cache folder."""
         if self.synthetic == "none":
             return self.root, self.train_split, self.val_split
+        if self.synthetic == "photos":
+            from simpledet.data.photos import photos_root
+
+            return photos_root(self.synthetic_params), "train", "val"
         from simpledet.data.shapes import shapes_root
 
         return shapes_root(self.synthetic_params), "train", "val"
@@ -314,6 +325,11 @@ class DatasetConfig(Section):
         duplicates = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
         if duplicates:
             raise self.error("class_names", f"has duplicates: {duplicates}")
+        if self.synthetic == "photos":
+            for name in ("synthetic_train", "synthetic_val", "synthetic_seed"):
+                if getattr(self, name) != self._fields[name].default:
+                    raise self.error(name, "only applies to synthetic 'shapes'; the 'photos' "
+                                     "dataset has fixed content")
 
 
 class InputConfig(Section):

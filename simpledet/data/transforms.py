@@ -53,11 +53,39 @@ def resize_image(image, short_side, long_side):
 
 
 def scale_boxes(boxes, im_info):
-    """Scales (N, 4) boxes by im_info[2] and clips them to the resized image (rounding of the
-    image size can otherwise leave x2 a fraction past w - 1). Returns (N, 4) float32."""
-    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.float32(im_info[2])
+    """Maps (N, 4) "+1" boxes of the original image into the image resized by s = im_info[2],
+    clipped to it (im_info[:2]; its rounded size can leave a box a fraction past w - 1).
+
+    A "+1" box [x1, x2] covers the pixel span [x1, x2 + 1), which resizing takes to
+    [x1 * s, (x2 + 1) * s): the box [x1 * s, (x2 + 1) * s - 1]. So a box reaching the last
+    pixel W - 1 reaches the last resized pixel W * s - 1 = w - 1. (x2 * s instead would end
+    1 - s pixels past it when downscaling, and the clip would lose that for good: boxes at the
+    right or bottom edge would come back from unscale_boxes up to 1 / s - 1 pixels short.)
+    unscale_boxes is the inverse.
+
+    Returns:
+        (N, 4) float32.
+    """
+    scale = np.float32(im_info[2])
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * scale
+    out[:, 2:] += scale - np.float32(1)
     out[:, 0::2] = np.clip(out[:, 0::2], 0, im_info[1] - 1)
     out[:, 1::2] = np.clip(out[:, 1::2], 0, im_info[0] - 1)
+    return out
+
+
+def unscale_boxes(boxes, scale, height, width):
+    """Maps (N, 4) "+1" boxes of the image resized by ``scale`` back to the original image of
+    (height, width), clipped to it: the inverse of scale_boxes, x1 / s and (x2 + 1) / s - 1.
+
+    Returns:
+        (N, 4) float32.
+    """
+    scale = np.float32(scale)
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / scale
+    out[:, 2:] += np.float32(1) / scale - np.float32(1)
+    out[:, 0::2] = np.clip(out[:, 0::2], 0, width - 1)
+    out[:, 1::2] = np.clip(out[:, 1::2], 0, height - 1)
     return out
 
 

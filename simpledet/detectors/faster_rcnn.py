@@ -16,8 +16,8 @@ Train symbol outputs: one MakeLoss per loss, named ``rpn_cls_loss``, ``rpn_reg_l
     is normalized over this device's samples, so the optimizer should average the devices'
     gradients (rescale_grad = 1 / number of contexts).
 Test symbol: inputs data, im_info; one output dets (B, max_det, 6) [x1, y1, x2, y2, score,
-    class] in network-input pixels (divide by im_info scale for the original image), rows of -1
-    when unused.
+    class] in network-input pixels (simpledet.data.transforms.unscale_boxes with the im_info
+    scale maps them to the original image), rows of -1 when unused.
 """
 import mxnet as mx
 

@@ -40,6 +40,14 @@ def prepare_dataset(cfg, log=None):
     params = cfg.dataset.synthetic_params
     if params is None:
         return None
+    if cfg.dataset.synthetic == "photos":
+        from simpledet.data.photos import PHOTOS, ensure_photos_dataset, photos_root
+
+        root = photos_root(params)
+        if log is not None and not os.path.isdir(root):
+            log(f"building the 'photos' dataset ({len(PHOTOS)} photographs from installed "
+                f"packages) into {root} (first use only)")
+        return ensure_photos_dataset(root).root
     from simpledet.data.shapes import ensure_shapes_dataset, shapes_root
 
     root = shapes_root(params)

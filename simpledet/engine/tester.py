@@ -2,8 +2,9 @@
 
 The test graph outputs ``dets`` (B, max_det, 6) [x1, y1, x2, y2, score, class] in network-input
 pixels (the resized image, top-left aligned in the padded bucket), rows of -1 when unused. A box
-maps back to the original image by dividing by the resize scale im_info[:, 2] and clipping to
-[0, width - 1] x [0, height - 1] ("+1" convention).
+maps back to the original image by the inverse of the loader's resize (x1 / s, (x2 + 1) / s - 1
+for the scale s = im_info[:, 2], "+1" convention; simpledet.data.transforms.unscale_boxes) and
+is clipped to [0, width - 1] x [0, height - 1].
 """
 import json
 import logging
@@ -11,6 +12,7 @@ import os
 
 import numpy as np
 
+from simpledet.data.transforms import unscale_boxes
 from simpledet.engine.module import GraphModule, to_data_batch
 
 logger = logging.getLogger("simpledet.test")
@@ -35,10 +37,8 @@ def detections_to_original(dets, im_info, image_sizes):
     for image_dets, info, (height, width) in zip(dets, np.asarray(im_info), image_sizes):
         keep = image_dets[:, 5] >= 1
         kept = image_dets[keep]
-        boxes = kept[:, :4] / float(info[2])
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width - 1)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height - 1)
-        out.append({"boxes": boxes.astype(np.float32), "scores": kept[:, 4].astype(np.float32),
+        boxes = unscale_boxes(kept[:, :4], info[2], height, width)
+        out.append({"boxes": boxes, "scores": kept[:, 4].astype(np.float32),
                     "classes": np.rint(kept[:, 5]).astype(np.int32)})
     return out
 
@@ -192,6 +192,10 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
         detections = predict(predictor, loader, sizes)
     finally:
         loader.close()
+    skipped = sorted({file_name for file_name, _ in loader.bad_images})
+    if skipped:  # input.skip_bad_images
+        logger.warning("%d unreadable image(s) skipped (no detections: their boxes count as "
+                       "missed in the AP): %s", len(skipped), ", ".join(skipped[:5]))
     name = checkpoint_name(checkpoint.iteration)
     results_file = os.path.join(experiment_dir, f"results_{name}_bbox.json")
     summaries = evaluate_detections(dataset.ann_file, detections, dataset.label_to_cat_id,

@@ -103,9 +103,9 @@ def test_batch_shapes_buckets_and_contents(records):
             count = len(record["boxes"])
             assert (gt[count:] == -1).all()
             np.testing.assert_array_equal(gt[:count, 4], record["classes"])
-            widths = gt[:count, 2] - gt[:count, 0]
-            np.testing.assert_allclose(widths, (record["boxes"][:, 2] - record["boxes"][:, 0])
-                                       * scale, rtol=1e-5)
+            widths = gt[:count, 2] - gt[:count, 0] + 1  # "+1" widths scale by the scale
+            np.testing.assert_allclose(widths, (record["boxes"][:, 2] - record["boxes"][:, 0]
+                                                + 1) * scale, rtol=1e-5)
             for x1, y1, x2, y2 in gt[:count, :4]:
                 # Box centres are white (255) after resize and (maybe) flip.
                 cx, cy = int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2))
@@ -295,7 +295,8 @@ def test_test_mode_covers_every_record_once_in_order(records):
             landscape = [r["image_id"] for r in records if r["width"] >= r["height"]]
             assert [i for i in ids if i in landscape] == landscape
             assert sum((~b["valid"]).sum() for b in batches) == 1  # 5 portrait: 1 padding slot
-        # No flip and the largest scale: gt boxes are the record's boxes times the scale.
+        # No flip and the largest scale: gt boxes are the record's "+1" boxes times the scale
+        # ([x1, x2 + 1) -> [x1 * s, (x2 + 1) * s)).
         by_id = {r["image_id"]: r for r in records}
         for batch in batches:
             for slot, image_id in enumerate(batch["image_ids"]):
@@ -303,8 +304,9 @@ def test_test_mode_covers_every_record_once_in_order(records):
                 scale = batch["im_info"][slot, 2]
                 assert scale == pytest.approx(min(80 / 48, 128 / 64))
                 count = len(record["boxes"])
-                np.testing.assert_allclose(batch["gt_boxes"][slot, :count, :4],
-                                           record["boxes"] * scale, rtol=1e-5)
+                want = record["boxes"] * scale
+                want[:, 2:] += scale - 1
+                np.testing.assert_allclose(batch["gt_boxes"][slot, :count, :4], want, rtol=1e-5)
 
 
 def test_test_mode_shards_cover_once(records):

@@ -49,9 +49,28 @@ def test_scale_boxes_scales_and_clips():
     im_info = np.array([100, 150, 2.5], np.float32)
     boxes = np.array([[0, 0, 9, 19], [10, 20, 59.9, 39.99]], np.float32)
     out = T.scale_boxes(boxes, im_info)
-    np.testing.assert_allclose(out[0], [0, 0, 22.5, 47.5])
-    # 59.9 * 2.5 = 149.75 > w - 1 = 149: clipped into the image.
+    # pixels 0..9 span [0, 10), resized [0, 25): pixels 0..24
+    np.testing.assert_allclose(out[0], [0, 0, 24, 49])
+    # 60.9 * 2.5 - 1 = 151.25 > w - 1 = 149: clipped into the image.
     np.testing.assert_allclose(out[1], [25, 50, 149, 99], rtol=1e-6)
+
+
+@pytest.mark.parametrize("hw", [(427, 640), (640, 427), (612, 612), (200, 300), (256, 320)])
+def test_unscale_boxes_inverts_scale_boxes_up_to_the_borders(hw):
+    height, width = hw
+    _, im_info = T.resize_image(np.zeros((height, width, 3), np.uint8), 320, 480)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, [width - 2, height - 2], (20, 2))
+    boxes = np.concatenate([xy, rng.uniform(xy, [width - 1, height - 1])], axis=1)
+    boxes = np.concatenate([boxes, [[0, 0, width - 1, height - 1]]]).astype(np.float32)
+    scaled = T.scale_boxes(boxes, im_info)
+    # the whole image maps to the whole resized image, and back
+    np.testing.assert_allclose(scaled[-1], [0, 0, im_info[1] - 1, im_info[0] - 1], atol=0.5)
+    back = T.unscale_boxes(scaled, im_info[2], height, width)
+    np.testing.assert_allclose(back, boxes, rtol=0, atol=1e-3)
+    # "+1" widths scale by s
+    np.testing.assert_allclose(scaled[:-1, 2:] - scaled[:-1, :2] + 1,
+                               (boxes[:-1, 2:] - boxes[:-1, :2] + 1) * im_info[2], atol=1e-4)
 
 
 def test_flip_boxes_plus_one_convention():

@@ -14,13 +14,14 @@ from simpledet.engine.tester import JSON_KEYS, detections_to_original, run_test
 from simpledet.engine.trainer import build_trainer
 
 
-def test_boxes_are_divided_by_the_scale_and_clipped():
+def test_boxes_are_mapped_back_by_the_scale_and_clipped():
     dets = np.array([[[10, 20, 50, 60, 0.9, 2],
                       [-4, 8, 400, 90, 0.5, 1],   # crosses the left and right borders
                       [-1, -1, -1, -1, -1, -1]]], dtype=np.float32)
     im_info = np.array([[100, 200, 2.0]], dtype=np.float32)
     (out,) = detections_to_original(dets, im_info, [(50, 100)])
-    np.testing.assert_allclose(out["boxes"], [[5, 10, 25, 30], [0, 4, 99, 45]])
+    # "+1" boxes: x1 / s, (x2 + 1) / s - 1 (pixels 10..50 of the input are 5..24.5)
+    np.testing.assert_allclose(out["boxes"], [[5, 10, 24.5, 29.5], [0, 4, 99, 44.5]])
     np.testing.assert_allclose(out["scores"], [0.9, 0.5])
     assert out["classes"].tolist() == [2, 1] and out["classes"].dtype == np.int32
 
@@ -31,7 +32,8 @@ def test_empty_and_per_image_scales():
     im_info = np.array([[64, 64, 0.5], [90, 120, 1.5]], dtype=np.float32)
     first, second = detections_to_original(dets, im_info, [(128, 128), (60, 80)])
     assert first["boxes"].shape == (0, 4) and first["classes"].shape == (0,)
-    np.testing.assert_allclose(second["boxes"], [[20, 20, 40, 30]])
+    np.testing.assert_allclose(second["boxes"], [[20, 20, 61 / 1.5 - 1, 46 / 1.5 - 1]],
+                               rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
