@@ -400,7 +400,11 @@ class TrainConfig(Section):
         images_per_device: images per context per iteration.
         lr_per_16_images: SGD learning rate at a total batch of 16 (linear scaling rule).
         momentum / weight_decay: SGD settings.
-        clip_gradient: clip each gradient element to [-c, c]; None disables.
+        clip_gradient: clip each gradient element to [-c, c] (the optimizer's clip: it stops
+            overflow, not a divergence); None disables.
+        clip_grad_norm: scale the update down when the global L2 norm of the batch-mean
+            gradient exceeds this (mmdetection's grad_clip max_norm; keeps the direction);
+            None disables.
         iters_at_batch16: training length at batch 16 (1x = 90k iterations = 12 COCO epochs).
         lr_steps_at_batch16: iterations (at batch 16) where the lr is multiplied by lr_decay.
         lr_decay: the step factor.
@@ -421,6 +425,7 @@ class TrainConfig(Section):
     momentum: float = field(0.9, check=fraction)
     weight_decay: float = field(1e-4, check=non_negative)
     clip_gradient: float | None = field(None, check=positive)
+    clip_grad_norm: float | None = field(None, check=positive)
     iters_at_batch16: int = field(90000, check=positive)
     lr_steps_at_batch16: tuple[int, ...] = field((60000, 80000), check=increasing)
     lr_decay: float = field(0.1, check=positive)

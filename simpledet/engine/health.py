@@ -8,7 +8,6 @@ are exactly zero, batch after batch. :class:`HealthHook` checks for it every ``i
 iterations and stops the run (``DeadTrainingError``) instead of training on silently.
 """
 import logging
-import math
 
 from simpledet.engine.hooks import Hook
 
@@ -54,16 +53,14 @@ class HealthHook(Hook):
             return
         import mxnet as mx
 
-        squares, zero, weights = [], [], 0
+        zero, weights = [], 0
         for name, grad in trainer.module.named_gradients():
-            squares.append(mx.nd.sum(mx.nd.square(grad)))
             if _is_weight(name):
                 weights += 1
                 if float(mx.nd.max(mx.nd.abs(grad)).asscalar()) == 0.0:
                     zero.append(name)
-        if not squares:
-            return
-        result.grad_norm = math.sqrt(float(mx.nd.add_n(*squares).asscalar()))
+        if result.grad_norm is None:  # the step measures it when it clips
+            result.grad_norm = trainer.module.gradient_norm()
         if weights and len(zero) >= DEAD_FRACTION * weights:
             self._dead_checks += 1
         else:

@@ -6,6 +6,7 @@ graph is bound once per bucket and never re-planned. Batches are split over the 
 axis 0 (every training input has the image as axis 0).
 """
 import logging
+import math
 
 import numpy as np
 
@@ -135,6 +136,23 @@ class GraphModule:
         (after backward; fixed parameters have none)."""
         return [grad for per_context in self._current._exec_group.grad_arrays
                 for grad in per_context if grad is not None]
+
+    def gradient_norm(self):
+        """L2 norm over all trained parameters of the batch-mean gradient on this machine:
+        per parameter the contexts' gradients summed, then divided by the context count
+        (each context's losses are means over its own images)."""
+        import mxnet as mx
+
+        squares = []
+        for grads in self._current._exec_group.grad_arrays:
+            if not grads or grads[0] is None:
+                continue
+            total = grads[0] if len(grads) == 1 else mx.nd.add_n(
+                *[g.as_in_context(grads[0].context) for g in grads])
+            squares.append(mx.nd.sum(mx.nd.square(total)))
+        if not squares:
+            return 0.0
+        return math.sqrt(float(mx.nd.add_n(*squares).asscalar())) / len(self.contexts)
 
     def named_gradients(self):
         """[(name, gradient NDArray)] of every trained parameter on the first context."""

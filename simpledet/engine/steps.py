@@ -86,8 +86,51 @@ class Step:
         raise NotImplementedError
 
 
+class GradientRescale:
+    """Sets the optimizer's ``rescale_grad`` for one update: the trainer's base value (1 / the
+    contexts * machines that sum into the update) divided by the fp16 loss scale, times the
+    global-norm clipping factor min(1, max_norm / ||g||) when max_norm is set.
+
+    Global-norm clipping (mmdetection's ``grad_clip``) shrinks the whole update and keeps its
+    direction, so one bad batch cannot throw the weights far away; an element-wise clip
+    (the optimizer's ``clip_gradient``) only stops overflow. ||g|| is the norm of the
+    batch-mean gradient on this machine (GraphModule.gradient_norm): with several machines
+    each clips its own before the sum.
+
+    Args:
+        max_norm: None disables clipping.
+    """
+
+    def __init__(self, max_norm=None):
+        self.max_norm = max_norm
+        self._optimizer = None
+        self._base = None
+
+    def __call__(self, module, loss_scale=1.0):
+        """Sets rescale_grad for the coming update; returns the unscaled gradient norm (None
+        without clipping: it is not computed then)."""
+        optimizer = module.optimizer
+        if optimizer is not self._optimizer:  # remember the trainer's value once
+            self._optimizer, self._base = optimizer, optimizer.rescale_grad
+        factor, norm = 1.0 / loss_scale, None
+        if self.max_norm is not None:
+            norm = module.gradient_norm() / loss_scale
+            if norm > self.max_norm:
+                factor *= self.max_norm / norm
+        optimizer.rescale_grad = self._base * factor
+        return norm
+
+
 class SgdStep(Step):
-    """The fp32 step: forward + backward on every context, loss check, optimizer update."""
+    """The fp32 step: forward + backward on every context, loss check, optimizer update.
+
+    Args:
+        max_grad_norm: clip the gradient's global L2 norm to this (None: no clipping); see
+            GradientRescale.
+    """
+
+    def __init__(self, max_grad_norm=None):
+        self.rescale = GradientRescale(max_grad_norm)
 
     def __call__(self, module, data_batch, iteration, lr):
         """Runs one step.
@@ -107,8 +150,9 @@ class SgdStep(Step):
         module.forward_backward(data_batch)
         losses = module.mean_outputs()  # a sync point: asynchronous MXNet errors surface here
         check_finite_losses(losses, iteration)
+        grad_norm = self.rescale(module)
         module.update()
-        return StepResult(iteration=iteration, losses=losses, lr=lr)
+        return StepResult(iteration=iteration, losses=losses, lr=lr, grad_norm=grad_norm)
 
 
 class LossScaledStep(Step):
@@ -123,14 +167,15 @@ class LossScaledStep(Step):
 
     Args:
         scaler: a loss_scale.DynamicLossScaler.
+        max_grad_norm: clip the (unscaled) gradient's global L2 norm to this (None: no
+            clipping); see GradientRescale.
     """
 
     extra_data_names = (ls.LOSS_SCALE_INPUT,)
 
-    def __init__(self, scaler):
+    def __init__(self, scaler, max_grad_norm=None):
         self.scaler = scaler
-        self._optimizer = None
-        self._base_rescale = None
+        self.rescale = GradientRescale(max_grad_norm)
 
     def prepare_symbol(self, symbol):
         return ls.scale_losses(symbol)
@@ -144,11 +189,6 @@ class LossScaledStep(Step):
     def load_state_dict(self, state):
         if state:
             self.scaler.load_state_dict(state)
-
-    def _rescale(self, optimizer, scale):
-        if optimizer is not self._optimizer:  # the trainer's 1 / (contexts * machines)
-            self._optimizer, self._base_rescale = optimizer, optimizer.rescale_grad
-        optimizer.rescale_grad = self._base_rescale / scale
 
     def __call__(self, module, data_batch, iteration, lr):
         """Runs one step (see the class docstring); the batch's loss_scale input must hold the
@@ -167,12 +207,14 @@ class LossScaledStep(Step):
         except ls.GradientOverflowError as err:
             raise NonFiniteLossError(f"training diverged at iteration {iteration}: {err}; the "
                                      "update was not applied") from None
+        grad_norm = None
         if applied:
-            self._rescale(module.optimizer, scale)
+            grad_norm = self.rescale(module, loss_scale=scale)
             module.update()
         else:
             ls.advance_update_count(module.optimizer)
             logger.warning("iteration %d: gradient overflow at loss scale %g; update skipped, "
                            "scale lowered to %g", iteration, scale, self.scaler.scale)
         return StepResult(iteration=iteration, losses=losses, lr=lr, applied=applied,
-                          loss_scale=scale, skipped_steps=self.scaler.skipped_steps)
+                          loss_scale=scale, skipped_steps=self.scaler.skipped_steps,
+                          grad_norm=grad_norm)

@@ -297,11 +297,12 @@ def _jsonable(value):
 def default_step(cfg):
     """The step of ``cfg.precision``: dynamic loss scaling for fp16, the plain SGD step for fp32
     and bf16 (bfloat16 has float32's exponent range: its gradients need no scaling)."""
+    max_norm = cfg.train.clip_grad_norm
     if cfg.precision != "fp16":
-        return SgdStep()
+        return SgdStep(max_norm)
     from simpledet.engine.loss_scale import DynamicLossScaler
 
-    return LossScaledStep(DynamicLossScaler.from_config(cfg.mixed_precision))
+    return LossScaledStep(DynamicLossScaler.from_config(cfg.mixed_precision), max_norm)
 
 
 def check_contexts(cfg, contexts):

@@ -3,6 +3,7 @@ import json
 import os
 
 import mxnet as mx
+import numpy as np
 import pytest
 from standin_detector import StandInDetector, tiny_config, write_tiny_coco
 
@@ -69,6 +70,9 @@ class FakeModule:
 
     def named_gradients(self):
         return [(n, mx.nd.array(g)) for n, g in self.grads.items()]
+
+    def gradient_norm(self):
+        return float(np.sqrt(sum(np.square(g).sum() for g in self.grads.values())))
 
 
 class FakeTrainer:
