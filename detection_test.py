@@ -9,6 +9,9 @@ checkpoint (or iteration N), runs the test graph over the val split, writes the 
 to experiments/<name>/results_iter_<N>_bbox.json, prints COCOeval's summary, writes
 {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}} to --json and, with --vis K, draws K
 images with their detections to experiments/<name>/vis/iter_<N>/.
+
+Errors are one 'error: ...' line on stderr (--debug adds the Python traceback): exit code 2 for
+bad input (config, data, checkpoint), 1 when a loader worker died, 130 on Ctrl-C.
 """
 import argparse
 import sys
@@ -16,11 +19,13 @@ import sys
 
 def parse_args(argv=None):
     from simpledet.config import add_config_arguments
+    from simpledet.engine.cli import add_debug_argument
     from simpledet.engine.contexts import add_context_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     add_context_arguments(parser)
+    add_debug_argument(parser)
     parser.add_argument("--iter", type=int, default=None, metavar="N",
                         help="checkpoint iteration (default: the latest)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the AP numbers here")
@@ -38,9 +43,11 @@ def main(argv=None):
         fail,
         load_cli_config,
         prepare_split,
+        set_debug,
     )
     from simpledet.utils.logging import setup_logging
 
+    set_debug(args.debug)
     setup_logging()
     try:
         cfg, overrides = load_cli_config(args)
@@ -51,6 +58,7 @@ def main(argv=None):
         return fail(str(err))
 
     from simpledet.data.coco import DatasetError
+    from simpledet.data.loader import LoaderError, WorkerDiedError
     from simpledet.engine.build import build_detector
     from simpledet.engine.contexts import make_contexts
     from simpledet.engine.tester import run_test
@@ -58,8 +66,10 @@ def main(argv=None):
     try:
         run_test(cfg, build_detector(cfg), make_contexts(cfg.runtime), iteration=args.iter,
                  json_out=args.json, vis=args.vis)
-    except (DatasetError, CheckpointError) as err:
-        return fail(str(err))
+    except (DatasetError, CheckpointError, LoaderError) as err:
+        return fail(str(err), code=1 if isinstance(err, WorkerDiedError) else 2)
+    except KeyboardInterrupt:
+        return fail("interrupted (SIGINT)", code=130)
     return 0
 
 

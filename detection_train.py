@@ -7,7 +7,11 @@ Writes experiments/<name>/: config.py / config.json (the resolved config), train
 metrics.jsonl, checkpoints/iter_*/ and loss_curve.png. The data and the pretrained weights are
 checked before anything is written or built: a missing dataset or weights file is a short error
 naming the paths (exit code 2), as is a bad config. --resume continues from the latest
-checkpoint (parameters, optimizer state, data position) with the same schedule.
+checkpoint that loads (parameters, optimizer state, data position) with the same schedule.
+
+Errors are one 'error: ...' line on stderr (--debug adds the Python traceback): exit code 2 for
+bad input (config, data, an unreadable checkpoint), 1 when the run fails (NaN loss, a loader
+worker died, a checkpoint could not be written), 130 on Ctrl-C. See docs/reliability.md.
 
 Under scripts/dist_launch.py (docs/distributed.md) every worker runs this script: the config
 gets the launch's worker count and a dist kvstore, each worker trains on its shard of the
@@ -21,11 +25,13 @@ import sys
 
 def parse_args(argv=None):
     from simpledet.config import add_config_arguments
+    from simpledet.engine.cli import add_debug_argument
     from simpledet.engine.contexts import add_context_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
     add_context_arguments(parser)
+    add_debug_argument(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue from the experiment's latest checkpoint")
     parser.add_argument("--max-iter", type=int, default=None, metavar="N",
@@ -93,8 +99,10 @@ def main(argv=None):
 
     distributed.serve_if_ps_node()  # a launched scheduler / server runs ps-lite here and exits
     args = parse_args(argv)
-    from simpledet.engine.cli import CliError, fail, prepare_split
+    from simpledet.engine.cli import CliError, fail, prepare_split, set_debug
     from simpledet.engine.pretrained import PretrainedError, check_pretrained_exists
+
+    set_debug(args.debug)
 
     # Everything that can fail fast is checked before the experiment folder exists, and in a
     # distributed run before joining the other processes (a worker that fails later makes
@@ -115,6 +123,10 @@ def main(argv=None):
     worker = distributed.join(cfg.runtime.kvstore) if num_workers else None
     try:
         code = start_and_train(cfg, args, worker)
+    except KeyboardInterrupt:  # before the training loop (train() handles it in the loop)
+        if worker is not None:
+            worker.abandon()
+        return fail("interrupted (SIGINT)", code=130)
     except BaseException:
         if worker is not None:
             worker.abandon()
@@ -140,10 +152,37 @@ def start_and_train(cfg, args, worker):
     return train(cfg, args, log, worker)
 
 
+def stop(log, message, code):
+    """Logs why the run stopped (train.log keeps it) and prints the error line."""
+    from simpledet.engine.cli import fail
+
+    log.error("%s", message)
+    return fail(str(message), code=code)
+
+
+def interrupted_message(cfg, trainer):
+    """What a Ctrl-C stopped, and where to continue from."""
+    from simpledet.engine.checkpoint import list_checkpoints
+
+    checkpoints = list_checkpoints(cfg.experiment_dir)
+    where = (f"the last checkpoint is {checkpoints[-1][1]} (continue with --resume)"
+             if checkpoints else "no checkpoint was written yet")
+    return f"interrupted (SIGINT) at iteration {trainer.iteration}; {where}"
+
+
+def report_skipped_images(loader, log):
+    """Logs how many images input.skip_bad_images left out (each was warned about once)."""
+    files = sorted({file_name for file_name, _ in getattr(loader, "bad_images", [])})
+    if files:
+        log.warning("skipped %d unreadable image(s) (input.skip_bad_images): %s%s", len(files),
+                    ", ".join(files[:5]), ", ..." if len(files) > 5 else "")
+
+
 def train(cfg, args, log, worker=None):
     from simpledet.data.coco import DatasetError
+    from simpledet.data.loader import LoaderError, WorkerDiedError
     from simpledet.engine.build import build_dataset, build_detector, build_train_loader
-    from simpledet.engine.cli import fail
+    from simpledet.engine.checkpoint import CheckpointError, CheckpointWriteError
     from simpledet.engine.contexts import make_contexts
     from simpledet.engine.distributed import ParameterSyncHook
     from simpledet.engine.health import DeadTrainingError
@@ -154,7 +193,7 @@ def train(cfg, args, log, worker=None):
     try:
         dataset = build_dataset(cfg, "train", for_training=True)
     except DatasetError as err:
-        return fail(str(err))
+        return stop(log, err, code=2)
     log.info("%s", dataset)
     detector = build_detector(cfg)
     rank, num_parts = (worker.rank, worker.num_workers) if worker else (0, 1)
@@ -169,13 +208,20 @@ def train(cfg, args, log, worker=None):
     trainer = build_trainer(cfg, detector, loader, make_contexts(cfg.runtime),
                             max_iter=args.max_iter, load_pretrained_weights=not args.resume,
                             hooks=hooks, kvstore=worker.kvstore if worker else None)
-    if args.resume:
-        trainer.resume()
     try:
+        if args.resume:
+            trainer.resume()
         trainer.train()
     except (NonFiniteLossError, DeadTrainingError) as err:
-        log.error("%s", err)
-        return fail(str(err), code=1)
+        return stop(log, err, code=1)
+    except (LoaderError, CheckpointError) as err:
+        # Bad data or an unreadable checkpoint: 2 (fix the input); a dead loader worker or a
+        # failed checkpoint write (disk full): 1.
+        failed = isinstance(err, (WorkerDiedError, CheckpointWriteError))
+        return stop(log, err, code=1 if failed else 2)
+    except KeyboardInterrupt:
+        return stop(log, interrupted_message(cfg, trainer), code=130)
+    report_skipped_images(loader, log)
     log.info("done: %d iterations; checkpoints in %s/checkpoints", trainer.iteration,
              cfg.experiment_dir)
     return 0

@@ -10,7 +10,8 @@ A record (the contract shared with transforms and the loader)::
      "flipped": False}
 
 COCO bbox [x, y, w, h] becomes [x, y, x + w - 1, y + h - 1], clipped to the image. Boxes with
-w or h < 1 (or lying outside the image) are dropped and counted in ``CocoDataset.stats``.
+w or h < 1 (or lying outside the image) are dropped, counted in ``CocoDataset.stats`` and named
+(annotation and image ids) in a warning.
 """
 import hashlib
 import json
@@ -24,7 +25,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 # Bump when the cached payload's layout changes, so stale caches are rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 EXPECTED_LAYOUT = "<root>/annotations/instances_<split>.json with images in <root>/images/<split>/"
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"IEND"
@@ -62,10 +63,13 @@ def load_json(path, what="JSON file"):
         raise DatasetError(f"{path}: {what} not found")
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
+            data = f.read()
+        if not data.strip():
+            raise DatasetError(f"{path}: {what} is empty ({len(data)} bytes); expected JSON")
+        return json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: malformed {what}: {e.msg} at line {e.lineno} column "
-                           f"{e.colno} (char {e.pos})") from None
+        raise DatasetError(f"{path}: malformed {what}: {e.msg} (line {e.lineno} column "
+                           f"{e.colno}, char {e.pos})") from None
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: malformed {what}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
@@ -201,14 +205,15 @@ def parse_coco(content, ann_file):
         if rec is None:
             raise DatasetError(f"{where}: image_id {ann['image_id']} is not in 'images'")
         if ann["category_id"] not in cats:
-            raise DatasetError(f"{where}: category_id {ann['category_id']} is not in "
-                               f"'categories' (ids {sorted(cats)})")
+            raise DatasetError(f"{where} of image_id {ann['image_id']}: category_id "
+                               f"{ann['category_id']} is not in 'categories' (ids "
+                               f"{sorted(cats)})")
         bbox = ann["bbox"]
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
             raise DatasetError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
         box = _xywh_to_clipped_xyxy(bbox, rec["height"], rec["width"])
         if box is None:
-            degenerate.append(ann.get("id", i))
+            degenerate.append((ann.get("id", i), ann["image_id"]))
             continue
         if ann.get("iscrowd", 0):
             rec["crowd_boxes"].append(box)
@@ -227,7 +232,8 @@ def parse_coco(content, ann_file):
              "boxes": sum(len(r["boxes"]) for r in records),
              "crowd_boxes": sum(len(r["crowd_boxes"]) for r in records),
              "degenerate_boxes": len(degenerate),
-             "degenerate_examples": degenerate[:_EXAMPLES]}
+             "degenerate_examples": [a for a, _ in degenerate[:_EXAMPLES]],
+             "degenerate_image_ids": [im for _, im in degenerate[:_EXAMPLES]]}
     return {"categories": [{"id": k, "name": cats[k]} for k in sorted(cats)],
             "images": records, "stats": stats}
 
@@ -330,8 +336,8 @@ class CocoDataset:
         n = self.stats["degenerate_boxes"]
         if n:
             logger.warning("%s: dropped %d degenerate box(es) (w or h < 1, or outside the image);"
-                           " annotation ids e.g. %s", self.ann_file, n,
-                           self.stats["degenerate_examples"])
+                           " annotation ids e.g. %s in image ids %s", self.ann_file, n,
+                           self.stats["degenerate_examples"], self.stats["degenerate_image_ids"])
 
     def _filter_for_mode(self):
         empty = [r["image_id"] for r in self.records if len(r["boxes"]) == 0]

@@ -57,7 +57,16 @@ _PLAN_STREAM, _BATCH_STREAM = 0, 1
 
 
 class LoaderError(RuntimeError):
-    """A record could not be turned into a sample, or a worker failed or died."""
+    """A record could not be turned into a sample, or a worker failed or died.
+
+    Attributes:
+        worker_traceback: the traceback (text) of the worker process the error happened in;
+            None when it happened in this process. The message names the file and record.
+    """
+
+    def __init__(self, message, worker_traceback=None):
+        super().__init__(message)
+        self.worker_traceback = worker_traceback
 
 
 class WorkerDiedError(LoaderError):
@@ -153,11 +162,12 @@ class _Pipeline:
                 memory in the workers); every element is written.
 
         Returns:
-            (batch dict, meta dict with "bad_images" [(file, reason)] and "truncated_gt" int).
+            (batch dict, meta dict with "bad_images" [(file, image id, reason)] and
+            "truncated_gt" int). The batch is None when skip_bad_images skipped every image.
 
         Raises:
-            LoaderError: naming the record's file, for a bad image (unless skip_bad_images) or
-                any other failure while processing a record.
+            LoaderError: naming the record's file and image id, for a bad image (unless
+                skip_bad_images) or any other failure while processing a record.
         """
         if batch is None:
             batch = {name: np.empty(shape, dtype)
@@ -180,24 +190,25 @@ class _Pipeline:
                         "targets": batch["rpn_target"][slot],
                         "weights": batch["rpn_weight"][slot]})
             except DatasetError as err:
+                # The reader's messages start with the file name: say it once.
+                reason = str(err).removeprefix(f"{record['file_name']}: ")
                 if not self.skip_bad_images:
-                    raise LoaderError(f"record image_id={record['image_id']} file "
-                                      f"{record['file_name']}: {err}") from err
-                meta["bad_images"].append((record["file_name"], str(err)))
+                    raise LoaderError(f"{record['file_name']} (image_id {record['image_id']}): "
+                                      f"{reason}") from err
+                meta["bad_images"].append((record["file_name"], record["image_id"], reason))
                 batch["valid"][slot] = False
                 continue
             except Exception as err:
-                raise LoaderError(f"record image_id={record['image_id']} file "
-                                  f"{record['file_name']}: {type(err).__name__}: {err}") from err
+                raise LoaderError(f"{record['file_name']} (image_id {record['image_id']}): "
+                                  f"{type(err).__name__}: {err}") from err
             good.append(slot)
             batch["im_info"][slot] = im_info
             kept = min(len(boxes), self.max_gt)
             meta["truncated_gt"] += len(boxes) - kept
             batch["gt_boxes"][slot, :kept, :4] = boxes[:kept]
             batch["gt_boxes"][slot, :kept, 4] = classes[:kept]
-        if not good:
-            files = ", ".join(f for f, _ in meta["bad_images"])
-            raise LoaderError(f"every image of a batch is unreadable: {files}")
+        if not good:  # every image skipped: no batch
+            return None, meta
         # Slots of skipped images repeat the first good image, flagged valid=False.
         for slot in set(range(len(records))) - set(good):
             for name, array in batch.items():
@@ -300,23 +311,27 @@ def _worker_main(pipeline, worker_id, task_conn, result_conn):
                 slot_id = slots.acquire(total)
                 try:
                     _, arrays = _arrays_in(slots.slots[slot_id][2], placement, total)
-                    _, meta = pipeline.build_batch(indices, valid, seed_key, batch=arrays)
+                    built, meta = pipeline.build_batch(indices, valid, seed_key, batch=arrays)
                 except BaseException:
                     slots.free.add(slot_id)
                     raise
                 finally:
                     arrays = None
-                if slot_id not in slots.announced:  # the consumer maps it once
-                    new_fd = slots.slots[slot_id][0]
-                    slots.announced.add(slot_id)
-                message = (token, "shared", (slot_id, new_fd is not None, placement, total),
-                           meta)
+                if built is None:  # every image skipped
+                    slots.free.add(slot_id)
+                    message = (token, "skipped", None, meta)
+                else:
+                    if slot_id not in slots.announced:  # the consumer maps it once
+                        new_fd = slots.slots[slot_id][0]
+                        slots.announced.add(slot_id)
+                    message = (token, "shared",
+                               (slot_id, new_fd is not None, placement, total), meta)
             else:
                 batch, meta = pipeline.build_batch(indices, valid, seed_key)
-                message = (token, "ok", batch, meta)
+                message = (token, "ok" if batch is not None else "skipped", batch, meta)
         except Exception as err:  # reported to the consumer, which raises it
-            message = (token, "error", f"{err}\n(worker {worker_id} traceback)\n"
-                                       f"{traceback.format_exc()}", None)
+            message = (token, "error", (str(err), f"(loader worker {worker_id} traceback)\n"
+                                                  f"{traceback.format_exc()}"), None)
         try:
             result_conn.send(message)
             if message[1] == "shared" and new_fd is not None:
@@ -485,7 +500,8 @@ class DetectionLoader:
         for_training: False = test mode: no flip, no anchor targets, no shuffle, every record
             exactly once (padding slots repeat a record and have valid=False).
         skip_bad_images: replace unreadable images by another image of the batch with
-            valid=False (recorded in `bad_images`) instead of raising.
+            valid=False (recorded in `bad_images`, logged once per file) instead of raising;
+            a batch with no readable image is left out.
         start_method: multiprocessing start method of the workers.
         timeout: seconds a live worker may take over one batch before WorkerDiedError (None:
             no limit; a dead worker is detected within a second either way).
@@ -533,7 +549,8 @@ class DetectionLoader:
         self.for_training = bool(for_training)
         self.start_method = start_method
         self.timeout = timeout
-        self.bad_images = []  # (file name, reason) of skipped images
+        self.bad_images = []  # (file name, reason) of each skip (an image once per epoch)
+        self._warned_bad = set()
         self.truncated_gt = 0  # gt boxes beyond max_gt, summed over batches
         self._epoch, self._batch_index = 0, 0
         self._token = 0
@@ -616,11 +633,17 @@ class DetectionLoader:
         plan = self._plan(epoch)
         batches = (self._iter_inline(plan, epoch) if self.num_workers == 0
                    else self._iter_workers(plan, epoch, token))
+        whole_epoch, skips_before, yielded = self._batch_index == 0, len(self.bad_images), 0
         for position, batch in batches:
             if token != self._token:
                 raise LoaderError("this iteration was superseded by a newer iter(loader)")
             self._batch_index = position + 1
+            yielded += 1
             yield batch
+        if whole_epoch and not yielded and len(self.bad_images) > skips_before:
+            file_name, reason = self.bad_images[-1]
+            raise LoaderError(f"every image of epoch {epoch} was skipped as unreadable "
+                              f"(input.skip_bad_images), e.g. {file_name}: {reason}")
         if token == self._token:
             self._epoch, self._batch_index = epoch + 1, 0
 
@@ -629,8 +652,11 @@ class DetectionLoader:
 
     def _account(self, meta):
         self.truncated_gt += meta["truncated_gt"]
-        for file_name, reason in meta["bad_images"]:
-            logger.warning("skipped unreadable image %s: %s", file_name, reason)
+        for file_name, image_id, reason in meta["bad_images"]:
+            if file_name not in self._warned_bad:  # once, not every epoch
+                self._warned_bad.add(file_name)
+                logger.warning("skipped unreadable image %s (image_id %d): %s", file_name,
+                               image_id, reason)
             self.bad_images.append((file_name, reason))
 
     def _iter_inline(self, plan, epoch):
@@ -639,7 +665,8 @@ class DetectionLoader:
             batch, meta = self._pipeline.build_batch(indices, valid,
                                                      self._seed_key(epoch, global_index))
             self._account(meta)
-            yield position, batch
+            if batch is not None:
+                yield position, batch
 
     def _pool(self):
         if self._pool_holder[0] is None:
@@ -679,9 +706,11 @@ class DetectionLoader:
                     if got_token == token:
                         break
                 if status == "error":
-                    raise LoaderError(payload)
+                    message, worker_traceback = payload
+                    raise LoaderError(message, worker_traceback)
                 self._account(meta)
-                yield position, payload
+                if status != "skipped":
+                    yield position, payload
         except WorkerDiedError:
             _close_pool(self._pool_holder)  # the next iteration starts a fresh pool
             raise

@@ -5,11 +5,18 @@ Layout::
     <experiment_dir>/checkpoints/iter_0000010/
         model.params       mx.nd.save dict, 'arg:<name>' / 'aux:<name>' (MXNet's format)
         optimizer.states   the optimizer (updater or kvstore) state, e.g. SGD momentum
-        state.json         {"iteration": completed iterations, "loader": loader position, ...}
+        state.json         {"iteration": completed iterations, "loader": loader position,
+                            "files": {file name: bytes written}, ...}
 
-A checkpoint is written into a hidden temporary folder and renamed into place (os.replace), so
-a run killed mid-write never leaves a half checkpoint that looks complete; leftover temporary
-folders are ignored (and removed by the next save).
+A checkpoint is written into a hidden temporary folder, each file flushed to disk (fsync), and
+renamed into place (os.replace), so a run killed mid-write never leaves a half checkpoint that
+looks complete; leftover temporary folders are ignored (and removed by the next save). A write
+that fails (disk full) removes the temporary folder and raises :class:`CheckpointWriteError`;
+the earlier checkpoints stay as they were.
+
+state.json also records the size of every other file ("files"), so a file truncated later on
+(a crash before the data reached the disk, a copy cut short) is recognized when the checkpoint
+is loaded; :func:`load_latest_checkpoint` then falls back to the newest complete checkpoint.
 """
 import json
 import os
@@ -27,7 +34,27 @@ _NAME = re.compile(r"^iter_(\d+)$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing or unreadable; the message names the folder."""
+    """A checkpoint is missing, unreadable or could not be written; the message names the
+    folder."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A checkpoint folder that exists but does not load (truncated or malformed file).
+
+    Attributes:
+        folder: the checkpoint folder.
+        reason: what is wrong, naming the file, e.g. 'model.params: 1000 bytes, 14423812
+            written (truncated)'.
+    """
+
+    def __init__(self, folder, reason):
+        super().__init__(f"{folder}: unreadable checkpoint ({reason})")
+        self.folder, self.reason = folder, reason
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Writing a checkpoint failed (e.g. no space left); nothing of it was left behind. The
+    message says why, how much space is free and which earlier checkpoint is intact."""
 
 
 @dataclass
@@ -96,20 +123,34 @@ def save_checkpoint(experiment_dir, iteration, arg_params, aux_params, state,
     Returns:
         the checkpoint folder.
     """
+    import mxnet as mx
+
     root = checkpoint_root(experiment_dir)
-    os.makedirs(root, exist_ok=True)
-    _remove_stale_temps(root)
     final = os.path.join(root, checkpoint_name(iteration))
-    tmp = tempfile.mkdtemp(dir=root, prefix=f".{checkpoint_name(iteration)}.tmp-")
+    previous = list_checkpoints(experiment_dir)
+    tmp, writing = None, None
     try:
+        os.makedirs(root, exist_ok=True)
+        _remove_stale_temps(root)
+        tmp = tempfile.mkdtemp(dir=root, prefix=f".{checkpoint_name(iteration)}.tmp-")
+        writing = PARAMS_FILE
         save_params(os.path.join(tmp, PARAMS_FILE), arg_params, aux_params)
+        files = [PARAMS_FILE]
         if write_optimizer_states is not None:
+            writing = OPTIMIZER_FILE
             write_optimizer_states(os.path.join(tmp, OPTIMIZER_FILE))
-        payload = dict(state, iteration=int(iteration), format=FORMAT_VERSION)
+            files.append(OPTIMIZER_FILE)
+        sizes = {}
+        for name in files:
+            writing = name
+            sizes[name] = _fsync(os.path.join(tmp, name))
+        writing = STATE_FILE
+        payload = dict(state, iteration=int(iteration), format=FORMAT_VERSION, files=sizes)
         with open(os.path.join(tmp, STATE_FILE), "w") as f:
             json.dump(payload, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
+        writing = None
         if os.path.exists(final):  # re-saving an iteration: move the old one aside first
             trash = tempfile.mkdtemp(dir=root, prefix=f".{checkpoint_name(iteration)}.old-")
             os.replace(final, os.path.join(trash, "old"))
@@ -117,10 +158,55 @@ def save_checkpoint(experiment_dir, iteration, arg_params, aux_params, state,
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
+        try:  # the rename itself; best effort (some file systems cannot sync a folder)
+            _fsync(root)
+        except OSError:
+            pass
+    except (OSError, mx.base.MXNetError) as err:
+        message = _write_failure(final, root, writing, err, previous)  # free space before cleanup
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(message) from err
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _fsync(path):
+    """Flushes a file (or a folder's entries) to the disk; returns its size in bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def error_reason(err):
+    """One line saying what went wrong: strerror for OS errors, the final check message of an
+    MXNet error (its text starts with a C++ traceback), else the first line."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if type(err).__name__ == "MXNetError":
+        return lines[-1].rsplit(": ", 1)[-1]
+    return lines[0]
+
+
+def _write_failure(final, root, writing, err, previous):
+    """The message of a failed checkpoint write."""
+    where = f"writing {writing}; " if writing else ""
+    try:
+        free = f"{shutil.disk_usage(root).free / 2 ** 20:.1f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    kept = (f"the last complete checkpoint {previous[-1][1]} is intact (continue from it with "
+            "--resume once there is space)" if previous else "there is no earlier checkpoint")
+    return f"cannot write checkpoint {final}: {error_reason(err)} ({where}{free}); {kept}"
 
 
 def _remove_stale_temps(root):
@@ -164,18 +250,31 @@ def find_checkpoint(experiment_dir, iteration=None):
 
 
 def load_checkpoint(folder):
-    """Loads a checkpoint folder written by :func:`save_checkpoint`."""
+    """Loads a checkpoint folder written by :func:`save_checkpoint`.
+
+    Raises:
+        UnreadableCheckpointError: a file is missing, malformed, or of another size than
+            state.json recorded (truncated); the reason names the file.
+    """
     import mxnet as mx
 
     state_path = os.path.join(folder, STATE_FILE)
     params_path = os.path.join(folder, PARAMS_FILE)
+    reading = STATE_FILE
     try:
         with open(state_path) as f:
             state = json.load(f)
+        if not isinstance(state, dict) or "iteration" not in state:
+            raise ValueError("no 'iteration' entry")
+        for name, size in state.get("files", {}).items():
+            reading = name
+            actual = os.path.getsize(os.path.join(folder, name))
+            if actual != size:
+                raise ValueError(f"{actual} bytes, {size} written (truncated or changed)")
+        reading = PARAMS_FILE
         loaded = mx.nd.load(params_path)
     except (OSError, ValueError, mx.base.MXNetError) as err:
-        raise CheckpointError(f"{folder}: unreadable checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise UnreadableCheckpointError(folder, f"{reading}: {error_reason(err)}") from None
     arg_params, aux_params, plain = split_prefixed(loaded)
     if plain:
         raise CheckpointError(f"{params_path}: keys without 'arg:'/'aux:' prefix: "
@@ -185,3 +284,26 @@ def load_checkpoint(folder):
                       aux_params=aux_params,
                       optimizer_file=optimizer_file if os.path.isfile(optimizer_file) else None,
                       state=state)
+
+
+def load_latest_checkpoint(experiment_dir):
+    """The newest checkpoint that loads, skipping newer ones that do not.
+
+    Returns:
+        (Checkpoint, [UnreadableCheckpointError of each newer checkpoint skipped]).
+
+    Raises:
+        CheckpointError: there is no checkpoint, or none loads (the message says why for each).
+    """
+    found = list_checkpoints(experiment_dir)
+    if not found:
+        find_checkpoint(experiment_dir)  # raises the "no checkpoint" error
+    skipped = []
+    for _, folder in reversed(found):
+        try:
+            return load_checkpoint(folder), skipped
+        except UnreadableCheckpointError as err:
+            skipped.append(err)
+    reasons = "; ".join(f"{os.path.basename(e.folder)}: {e.reason}" for e in skipped[:3])
+    raise CheckpointError(f"no checkpoint in {checkpoint_root(experiment_dir)} loads ({reasons}"
+                          f"{'; ...' if len(skipped) > 3 else ''})")

@@ -1,20 +1,45 @@
 """What detection_train.py and detection_test.py share before any graph is built: the config
 (file + ``--set`` + ``--gpus``/``--cpus``), the synthetic dataset, the dataset check, and one
-short error line instead of a traceback.
+short error line instead of a traceback (``--debug`` prints the traceback too).
 """
 import logging
 import os
 import sys
+import traceback
 
 logger = logging.getLogger("simpledet.cli")
+
+_debug = False
 
 
 class CliError(Exception):
     """A problem the user fixes from the command line (message printed as one error line)."""
 
 
+def add_debug_argument(parser):
+    """Adds ``--debug``: errors print their Python traceback before the error line."""
+    parser.add_argument("--debug", action="store_true",
+                        help="print the Python traceback (and a loader worker's) of an error")
+
+
+def set_debug(enabled):
+    """Turns the tracebacks of :func:`fail` on or off (the ``--debug`` flag)."""
+    global _debug
+    _debug = bool(enabled)
+
+
 def fail(message, code=2):
-    """Prints ``error: message`` to stderr; returns the exit code."""
+    """Prints ``error: message`` to stderr; returns the exit code.
+
+    With ``--debug`` (:func:`set_debug`), the exception being handled is printed first, with
+    the traceback of the loader worker it came from when it carries one.
+    """
+    err = sys.exc_info()[1]
+    if _debug and err is not None:
+        traceback.print_exception(err, file=sys.stderr)
+        worker_traceback = getattr(err, "worker_traceback", None)
+        if worker_traceback:
+            print(worker_traceback.rstrip(), file=sys.stderr)
     print(f"error: {message}", file=sys.stderr)
     return code
 

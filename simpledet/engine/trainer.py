@@ -142,13 +142,23 @@ class Trainer:
 
         Restores parameters, optimizer state, the step's state (the fp16 loss scale), the
         iteration and the loader position; the learning rate follows the schedule from that
-        iteration on.
+        iteration on. Without a folder, newer checkpoints that do not load (a truncated file)
+        are skipped with a warning.
 
         Returns:
             the iteration training continues from.
+
+        Raises:
+            CheckpointError: no checkpoint, or none that loads.
         """
-        folder = folder or ckpt.find_checkpoint(self.experiment_dir)
-        checkpoint = ckpt.load_checkpoint(folder)
+        if folder is None:
+            checkpoint, skipped = ckpt.load_latest_checkpoint(self.experiment_dir)
+            for err in skipped:
+                logger.warning("checkpoint %s is unreadable (%s); resuming from the last "
+                               "complete one, %s", err.folder, err.reason, checkpoint.path)
+        else:
+            checkpoint = ckpt.load_checkpoint(folder)
+        folder = checkpoint.path
         saved_schedule = checkpoint.state.get("schedule")
         if saved_schedule is not None and saved_schedule != _jsonable(asdict(self.schedule)):
             logger.warning("the schedule differs from the checkpoint's: %s (saved) vs %s (now); "
