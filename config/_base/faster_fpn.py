@@ -30,3 +30,20 @@ def faster_fpn() -> FasterRcnnConfig:
     cfg.train.warmup_iters = 500  # from lr / 3, as SimpleDet's "gradual" warmup
     cfg.train.warmup_factor = 1.0 / 3.0
     return cfg
+
+
+def small_fpn(cfg):
+    """The CPU quickstarts' sizes for small (256-480 px) inputs and a few classes: 48-channel
+    FPN and RPN (the P2 output and RPN convs are a third of the FLOPs at 64; AP 0.505 vs 0.503
+    at 64 on shapes, 2080 iterations), 1000 / 300 proposals per image in training, 500 / 300 in
+    test, 64 RoIs per image half of them foreground, a 256-d box head; returns ``cfg``."""
+    cfg.neck.channels = 48
+    cfg.rpn.conv_channels = 48
+    cfg.rpn.train_pre_nms = 1000
+    cfg.rpn.train_post_nms = 300
+    cfg.rpn.test_pre_nms = 500
+    cfg.rpn.test_post_nms = 300
+    cfg.roi_sampler.batch_per_image = 64
+    cfg.roi_sampler.fg_fraction = 0.5  # 32 foreground rois per image, with half the background
+    cfg.bbox_head.fc_dim = 256
+    return cfg

@@ -5,26 +5,14 @@ shapes dataset (generated on first use) on CPU.
     python detection_test.py --config config/shapes/faster_fpn.py
 
 The model is the FPN recipe of config/_base/faster_fpn.py scaled to 256x320 images with 6
-classes and a 2-core CPU: ResNet-18 v1b at half width (32), BatchNorm, trained from scratch
-(fixed BN needs pretrained statistics); 48-channel FPN and RPN; a 256-d 2MLP box head; fewer
-proposals and rois.
+classes and a 2-core CPU (``small_fpn``): ResNet-18 v1b at half width (32), BatchNorm, trained
+from scratch (fixed BN needs pretrained statistics); 48-channel FPN and RPN; a 256-d 2MLP box
+head; fewer proposals and rois.
 """
-from _base.faster_fpn import faster_fpn
+from _base.faster_fpn import faster_fpn, small_fpn
 from _base.shapes import on_shapes
 
-cfg = on_shapes(faster_fpn())
-# 48 channels: the P2 output and RPN convs are a third of the FLOPs at 64; AP 0.505 vs 0.503
-# at 64 (2080 iterations)
-cfg.neck.channels = 48
-cfg.rpn.conv_channels = 48
-cfg.rpn.train_pre_nms = 1000
-cfg.rpn.train_post_nms = 300
-cfg.rpn.test_pre_nms = 500
-cfg.rpn.test_post_nms = 300
-cfg.roi_sampler.batch_per_image = 64
-cfg.roi_sampler.fg_fraction = 0.5  # 32 foreground rois per image, with half the background
-cfg.bbox_head.fc_dim = 256
-
+cfg = small_fpn(on_shapes(faster_fpn()))
 cfg.train.lr_per_16_images = 0.08
 cfg.train.iters_at_batch16 = 600  # 2400 iterations at 4 images: ~10 epochs of 1000 images
 cfg.train.lr_steps_at_batch16 = (480, 560)

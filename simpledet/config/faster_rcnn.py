@@ -129,7 +129,8 @@ class RpnConfig(Section):
         fg_fraction: at most this fraction of the sampled anchors is positive.
         pos_iou: anchors with IoU >= pos_iou with a box are positive.
         neg_iou: anchors with max IoU < neg_iou are negative.
-        min_pos_iou: each box's best anchor is also positive if its IoU >= this.
+        min_pos_iou: each box's best anchors (ties included) are also positive if their IoU is
+            > 0 and >= this (0: always, as py-faster-rcnn and detectron2).
         allowed_border: anchors reaching further than this outside the image are ignored.
         train_pre_nms / train_post_nms / test_pre_nms / test_post_nms: proposal counts.
         nms_iou: IoU threshold of the proposal NMS.

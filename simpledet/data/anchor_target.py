@@ -6,7 +6,9 @@ The rules are py-faster-rcnn's AnchorTargetLayer (as the original SimpleDet uses
 1. anchors crossing the image (im_info height/width, not the padded bucket) by more than
    allowed_border pixels are ignored (-1); allowed_border < 0 disables the rule;
 2. the remaining anchors are negative (0) if their max IoU with any gt is < neg_thresh;
-3. each gt's best anchors (all tied at that gt's max IoU, if it is > 0) are positive (1);
+3. each gt's best anchors (all tied at that gt's max IoU, if it is > 0 and >= min_pos_iou) are
+   positive (1): py-faster-rcnn's and detectron2's low-quality matches; min_pos_iou > 0
+   (mmdetection's RPN uses 0.3) leaves a gt too small or odd for any anchor without them;
 4. anchors with max IoU >= pos_thresh are positive (1); the rest stay ignored (-1);
 5. sampling keeps at most fg_fraction * batch_size positives and fills batch_size with
    negatives; the excess is set to -1 at random.
@@ -89,7 +91,7 @@ def _gt_xyxy(gt_boxes):
 
 
 def label_anchors(gt_boxes, im_info, levels, scales, ratios, *, pos_thresh=0.7,
-                  neg_thresh=0.3, allowed_border=0):
+                  neg_thresh=0.3, allowed_border=0, min_pos_iou=0.0):
     """Labels before sampling (rules 1-4 of the module docstring).
 
     Gives exactly what a dense IoU matrix of all inside anchors against all gt would, without
@@ -115,7 +117,7 @@ def label_anchors(gt_boxes, im_info, levels, scales, ratios, *, pos_thresh=0.7,
         labels[inside] = 0
         return labels, matched
     max_iou, argmax, is_best = _grid_overlaps(anchors, levels, len(scales) * len(ratios), gt,
-                                              inside)
+                                              inside, min_pos_iou)
     inside_labels = np.full(len(anchors), -1, dtype=np.int8)
     inside_labels[max_iou < neg_thresh] = 0
     inside_labels[is_best] = 1
@@ -125,9 +127,10 @@ def label_anchors(gt_boxes, im_info, levels, scales, ratios, *, pos_thresh=0.7,
     return labels, matched
 
 
-def _grid_overlaps(anchors, levels, num_anchors, gt, inside):
+def _grid_overlaps(anchors, levels, num_anchors, gt, inside, min_pos_iou=0.0):
     """Per anchor: max IoU over gt, first gt reaching it, and whether it is some gt's best
-    (inside) anchor. Outside anchors count as IoU 0. All (N,) in (level, a, y, x) order."""
+    (inside) anchor with that IoU >= min_pos_iou. Outside anchors count as IoU 0. All (N,) in
+    (level, a, y, x) order."""
     max_iou = np.zeros(len(anchors), dtype=np.float32)
     argmax = np.zeros(len(anchors), dtype=np.int64)
     is_best = np.zeros(len(anchors), dtype=bool)
@@ -156,7 +159,7 @@ def _grid_overlaps(anchors, levels, num_anchors, gt, inside):
             gt_max[j] = max(gt_max[j], block_max)
             blocks.append((j, views, window, block_max))
     for j, views, window, block_max in blocks:
-        if block_max > 0 and block_max == gt_max[j]:
+        if block_max > 0 and block_max >= min_pos_iou and block_max == gt_max[j]:
             _, iou = _block_iou(views, gt[j], gt_area[j])
             views[2][window] |= iou == gt_max[j]
     return max_iou, argmax, is_best
@@ -237,7 +240,7 @@ def split_levels(flat, levels, num_anchors, channels_per_anchor=1):
 
 def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thresh=0.7,
                           neg_thresh=0.3, batch_size=256, fg_fraction=0.5, allowed_border=0,
-                          rng, out=None):
+                          min_pos_iou=0.0, rng, out=None):
     """RPN classification and regression targets of one image.
 
     Args:
@@ -245,7 +248,8 @@ def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thre
         im_info: [height, width, scale] of the resized (unpadded) image.
         levels: [(stride, feat_h, feat_w)] -- one entry for C4, five for FPN P2-P6.
         scales, ratios: anchor shapes (simpledet.core.anchors).
-        pos_thresh, neg_thresh, batch_size, fg_fraction, allowed_border: see module docstring.
+        pos_thresh, neg_thresh, batch_size, fg_fraction, allowed_border, min_pos_iou: see the
+            module docstring.
         rng: np.random.Generator used for sampling.
         out: optional dict of preallocated float32 arrays "labels" (N,), "targets" (4N,),
             "weights" (4N,) to fill (the loader passes slices of its batch arrays).
@@ -260,7 +264,7 @@ def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thre
     num_anchors = len(scales) * len(ratios)
     labels, matched = label_anchors(gt_boxes, im_info, levels, scales, ratios,
                                     pos_thresh=pos_thresh, neg_thresh=neg_thresh,
-                                    allowed_border=allowed_border)
+                                    allowed_border=allowed_border, min_pos_iou=min_pos_iou)
     labels = subsample_labels(labels, batch_size, fg_fraction, rng)
     if out is None:
         out = {"labels": np.empty(len(labels), dtype=np.float32),

@@ -50,7 +50,7 @@ from simpledet.data.transforms import (
 logger = logging.getLogger(__name__)
 
 ANCHOR_PARAM_KEYS = {"levels_fn", "scales", "ratios", "pos_thresh", "neg_thresh", "batch_size",
-                     "fg_fraction", "allowed_border"}
+                     "fg_fraction", "allowed_border", "min_pos_iou"}
 ANCHOR_PARAM_REQUIRED = {"levels_fn", "scales", "ratios"}
 # Seed-sequence tags keep the plan's and the batches' random streams apart.
 _PLAN_STREAM, _BATCH_STREAM = 0, 1
@@ -488,8 +488,9 @@ class DetectionLoader:
         size_divisor: bucket sides are rounded up to a multiple of it.
         anchor_params: None, or a dict with levels_fn(bucket_h, bucket_w) -> [(stride, h, w)],
             scales, ratios and optionally pos_thresh, neg_thresh, batch_size, fg_fraction,
-            allowed_border (see assign_anchor_targets); levels_fn must pickle (a module-level
-            function or functools.partial of one, e.g. anchor_target.feature_levels).
+            allowed_border, min_pos_iou (see assign_anchor_targets); levels_fn must pickle (a
+            module-level function or functools.partial of one, e.g.
+            anchor_target.feature_levels).
         max_gt: gt rows per image; more boxes are truncated (counted in `truncated_gt`).
         num_workers: worker processes; 0 builds batches in this process.
         prefetch: batches requested ahead of the consumer (at least num_workers).

@@ -133,7 +133,7 @@ def build_train_loader(cfg, records, detector, *, num_workers=None, rank=0, num_
         "scales": tuple(cfg.rpn.anchor_scales), "ratios": tuple(cfg.rpn.anchor_ratios),
         "pos_thresh": cfg.rpn.pos_iou, "neg_thresh": cfg.rpn.neg_iou,
         "batch_size": cfg.rpn.batch_per_image, "fg_fraction": cfg.rpn.fg_fraction,
-        "allowed_border": cfg.rpn.allowed_border}
+        "allowed_border": cfg.rpn.allowed_border, "min_pos_iou": cfg.rpn.min_pos_iou}
     return DetectionLoader(
         records, batch_size=cfg.train.images_per_device * cfg.runtime.num_devices,
         short_sides=(cfg.input.short,), long_side=cfg.input.long,

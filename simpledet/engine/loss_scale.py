@@ -79,7 +79,7 @@ class DynamicLossScaler:
             raise GradientOverflowError(
                 f"gradients are not finite even at the minimum loss scale {self.min_scale:g} "
                 f"({self.skipped_steps} steps skipped so far): training diverged. Lower the "
-                "learning rate, enable train.clip_gradient, or train with precision=fp32")
+                "learning rate, set train.clip_grad_norm, or train with precision=fp32")
         self.scale = max(self.scale / 2.0, self.min_scale)
         self.clean_steps = 0
         self.skipped_steps += 1

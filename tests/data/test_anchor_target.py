@@ -244,3 +244,32 @@ def test_feature_levels_and_partial_pickles():
     fn = functools.partial(AT.feature_levels, strides=FPN_STRIDES)
     assert pickle.loads(pickle.dumps(fn))(800, 1344) == [
         (4, 200, 336), (8, 100, 168), (16, 50, 84), (32, 25, 42), (64, 13, 21)]
+
+
+def test_min_pos_iou_gates_the_best_anchor_rule():
+    # A 4x4 gt inside 16x16 anchors: IoU 16 / 256 = 0.0625 at best, tied over the anchors
+    # that contain it; only the best-anchor rule makes them positive.
+    levels = [(4, 8, 8)]
+    gt = np.array([[14, 14, 17, 17]], np.float32)
+    kwargs = dict(levels=levels, scales=(4.0,), ratios=(1.0,), allowed_border=-1)
+    labels, _ = AT.label_anchors(gt, (32, 32, 1.0), **kwargs)
+    assert (labels == 1).sum() > 1  # the ties
+    labels, _ = AT.label_anchors(gt, (32, 32, 1.0), min_pos_iou=0.0625, **kwargs)
+    assert (labels == 1).sum() > 1  # >= is enough
+    labels, _ = AT.label_anchors(gt, (32, 32, 1.0), min_pos_iou=0.07, **kwargs)
+    assert (labels == 1).sum() == 0 and (labels == 0).all()
+
+
+def test_loader_passes_min_pos_iou_from_the_config():
+    from simpledet.config import load_config
+    from simpledet.engine.build import build_train_loader
+
+    class Levels:
+        def rpn_levels(self, h, w):
+            return AT.feature_levels(h, w, (16,))
+
+    cfg = load_config("config/shapes/faster_c4.py", ["rpn.min_pos_iou=0.3"])
+    record = {"image_id": 1, "file_name": "x.jpg", "height": 256, "width": 320,
+              "boxes": np.zeros((1, 4), np.float32), "classes": np.ones(1, np.int32)}
+    loader = build_train_loader(cfg, [record], Levels(), num_workers=0)
+    assert loader._pipeline.anchor_params["min_pos_iou"] == 0.3
