@@ -187,6 +187,7 @@ def train(cfg, args, log, worker=None):
     from simpledet.engine.distributed import ParameterSyncHook
     from simpledet.engine.health import DeadTrainingError
     from simpledet.engine.hooks import default_hooks
+    from simpledet.engine.pretrained import PretrainedError
     from simpledet.engine.steps import NonFiniteLossError
     from simpledet.engine.trainer import build_trainer
 
@@ -205,15 +206,20 @@ def train(cfg, args, log, worker=None):
                               tensorboard=cfg.train.tensorboard,
                               stop_when_dead=cfg.train.stop_when_dead)
         hooks.append(ParameterSyncHook(worker))
-    trainer = build_trainer(cfg, detector, loader, make_contexts(cfg.runtime),
-                            max_iter=args.max_iter, load_pretrained_weights=not args.resume,
-                            hooks=hooks, kvstore=worker.kvstore if worker else None)
+    try:  # the pretrained file's names are checked here, its shapes when the graph binds
+        trainer = build_trainer(cfg, detector, loader, make_contexts(cfg.runtime),
+                                max_iter=args.max_iter, load_pretrained_weights=not args.resume,
+                                hooks=hooks, kvstore=worker.kvstore if worker else None)
+    except PretrainedError as err:
+        return stop(log, err, code=2)
     try:
         if args.resume:
             trainer.resume()
         trainer.train()
     except (NonFiniteLossError, DeadTrainingError) as err:
         return stop(log, err, code=1)
+    except PretrainedError as err:
+        return stop(log, err, code=2)
     except (LoaderError, CheckpointError) as err:
         # Bad data or an unreadable checkpoint: 2 (fix the input); a dead loader worker or a
         # failed checkpoint write (disk full): 1.

@@ -507,6 +507,10 @@ class FasterRcnnConfig(Section):
         seed: random seed of parameter init, sampling and data order.
         pretrain: 'auto' (pretrain_model/{backbone arch_name}-0000.params), a path to a
             .params file, or None / 'none' to train from scratch.
+        pretrain_strict: the pretrained file must hold every backbone parameter with the
+            model's shape, else training stops with an error naming them (head parameters are
+            expected to be missing); False allows a partial load: what is missing or does not
+            fit is initialized and reported in the log (see simpledet.engine.pretrained).
         precision: 'fp32', or mixed precision 'fp16' (GPU only, dynamic loss scaling) /
             'bf16' (CPU through MKLDNN, or GPU); master weights stay fp32. See
             ``mixed_precision`` for what runs in low precision.
@@ -516,6 +520,7 @@ class FasterRcnnConfig(Section):
     output_root: str = "experiments"
     seed: int = 0
     pretrain: str | None = "auto"
+    pretrain_strict: bool = True
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     mixed_precision: MixedPrecisionConfig
     backbone: BackboneConfig

@@ -149,6 +149,13 @@ class FasterRcnn:
         ``symbol.list_arguments()`` to get Module's ``fixed_param_names``."""
         return self.backbone.fixed_param_patterns()
 
+    def backbone_param_patterns(self):
+        """Anchored regexes of the backbone's parameter names (res5 of the C4 layout
+        included): the parameters a pretrained file must hold when ``pretrain_strict``;
+        everything else (neck, RPN, box head) is expected to be initialized. See
+        simpledet.engine.pretrained."""
+        return self.backbone.param_patterns()
+
     @staticmethod
     def initializer():
         """Initializer for parameters without pretrained values.

@@ -141,6 +141,13 @@ def check_supported(cfg):
             "precision 'fp16' (dynamic loss scaling) is not supported in a distributed run "
             "yet: workers decide on their own gradients whether to skip an update; use fp32 "
             "or bf16")
+    if cfg.train.clip_grad_norm is not None:
+        # Each worker would scale the summed update by its own gradient's norm.
+        raise DistributedConfigError(
+            f"train.clip_grad_norm={cfg.train.clip_grad_norm} is not supported in a distributed "
+            "run yet: each worker would clip by the norm of its own gradient, and their "
+            "updates would differ; set train.clip_grad_norm=None (the launch keeps every other "
+            "setting)")
 
 
 @dataclass

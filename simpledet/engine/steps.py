@@ -58,8 +58,8 @@ def check_finite_losses(losses, iteration):
             f"training diverged at iteration {iteration}: {described}"
             + (f" (other losses: {finite})" if finite else "")
             + "; the update was not applied. Lower the learning rate (--set "
-            "train.lr_per_16_images=...), lengthen the warmup, set train.clip_grad_norm (e.g. 10), or "
-            "check the data of this batch")
+            "train.lr_per_16_images=...), lengthen the warmup, set train.clip_grad_norm (e.g. "
+            "10), or check the data of this batch")
 
 
 class Step:

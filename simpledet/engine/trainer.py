@@ -31,7 +31,7 @@ import numpy as np
 
 from simpledet.engine import checkpoint as ckpt
 from simpledet.engine.module import GraphModule, to_data_batch
-from simpledet.engine.pretrained import check_shapes
+from simpledet.engine.pretrained import check_shapes, fit_shapes
 from simpledet.engine.schedule import ScheduleLRScheduler
 from simpledet.engine.steps import LossScaledStep, SgdStep
 
@@ -100,6 +100,9 @@ class Trainer:
         images_per_iteration: for img/s (default: the batch size of the first batch).
         initializer: mx initializer of parameters the initial params do not cover.
         initial_params: (arg_params, aux_params) loaded before training (pretrained weights).
+        initial_params_source: where initial_params come from (the file), for messages.
+        initial_params_strict: an initial entry whose shape differs from the model's is an
+            error (``pretrain_strict``); False initializes that parameter instead, with a warning.
         hooks: list of Hook.
         step: the step object (default SgdStep()).
     """
@@ -107,8 +110,9 @@ class Trainer:
     def __init__(self, *, symbol, data_names, contexts, loader, schedule, experiment_dir,
                  fixed_param_names=(), kvstore="device", momentum=0.9, weight_decay=1e-4,
                  clip_gradient=None, num_machines=1, seed=0, max_iter=None,
-                 images_per_iteration=None, initializer=None, initial_params=None, hooks=(),
-                 step=None):
+                 images_per_iteration=None, initializer=None, initial_params=None,
+                 initial_params_source="initial parameters", initial_params_strict=True,
+                 hooks=(), step=None):
         self.step = step or SgdStep()
         # The step may train a changed graph with inputs of its own (fp16: the loss scale).
         symbol = self.step.prepare_symbol(symbol)
@@ -129,6 +133,8 @@ class Trainer:
         self.images_per_iteration = images_per_iteration
         self.initializer = initializer
         self.initial_params = initial_params
+        self.initial_params_source = str(initial_params_source)
+        self.initial_params_strict = bool(initial_params_strict)
         self.hooks = list(hooks)
         self.start_iteration = 0
         self.iteration = 0  # completed iterations
@@ -193,8 +199,9 @@ class Trainer:
                                     checkpoint.arg_params, checkpoint.aux_params,
                                     allow_missing=False)
         else:
-            arg_params, aux_params = self.initial_params or ({}, {})
-            check_shapes({**arg_params, **aux_params}, shapes, "initial parameters")
+            arg_params, aux_params = fit_shapes(*(self.initial_params or ({}, {})), shapes,
+                                                self.initial_params_source,
+                                                strict=self.initial_params_strict)
             self.module.init_params(self.initializer or default_initializer(), arg_params,
                                     aux_params, allow_missing=True)
         workers = len(self.contexts) * self.num_machines
@@ -345,8 +352,10 @@ def build_trainer(cfg, detector, loader, contexts, *, experiment_dir=None, max_i
 
     Args:
         cfg: frozen config (train, runtime, seed, pretrain, experiment_dir).
-        detector: object with get_train_symbol(), train_data_names, fixed_param_patterns()
-            and optionally initializer() (default: default_initializer()).
+        detector: object with get_train_symbol(), train_data_names, fixed_param_patterns(),
+            backbone_param_patterns() (needed with pretrained weights: which parameters the
+            file must hold, see simpledet.engine.pretrained) and optionally initializer()
+            (default: default_initializer()).
         loader: the training loader.
         contexts: mx contexts.
         experiment_dir: default cfg.experiment_dir.
@@ -372,8 +381,9 @@ def build_trainer(cfg, detector, loader, contexts, *, experiment_dir=None, max_i
     initial_params = None
     if load_pretrained_weights and cfg.pretrain_path is not None:
         arg_params, aux_params, report = load_pretrained(
-            cfg.pretrain_path, param_names, symbol.list_auxiliary_states(), cfg.pretrain)
-        logger.info(report.summary())
+            cfg.pretrain_path, param_names, symbol.list_auxiliary_states(), cfg.pretrain,
+            backbone_patterns=detector.backbone_param_patterns(), strict=cfg.pretrain_strict)
+        (logger.warning if report.missing else logger.info)("%s", report.summary())
         initial_params = (arg_params, aux_params)
     schedule = schedule or LrSchedule.from_config(cfg)
     if hooks is None:
@@ -389,5 +399,7 @@ def build_trainer(cfg, detector, loader, contexts, *, experiment_dir=None, max_i
                    num_machines=cfg.runtime.num_machines, seed=cfg.seed,
                    max_iter=min(max_iter or cfg.max_iter, cfg.max_iter),
                    images_per_iteration=cfg.total_batch, initializer=initializer,
-                   initial_params=initial_params, hooks=hooks,
+                   initial_params=initial_params,
+                   initial_params_source=cfg.pretrain_path or "initial parameters",
+                   initial_params_strict=cfg.pretrain_strict, hooks=hooks,
                    step=step or default_step(cfg))

@@ -31,6 +31,9 @@ class StandInDetector:
     def fixed_param_patterns(self):
         return [r"^stem_conv_"]
 
+    def backbone_param_patterns(self):
+        return [r"^stem_"]
+
     def _features(self, data):
         import mxnet as mx
 

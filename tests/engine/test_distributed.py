@@ -113,7 +113,7 @@ def test_hosts_plan_runs_the_scheduler_here_and_the_rest_over_ssh():
     assert worker.env["DMLC_NODE_HOST"] == "10.0.0.2"  # the address, not the ssh user
     assert worker.env["DMLC_NUM_SERVER"] == "2" and worker.env["DMLC_NUM_WORKER"] == "2"
     assert worker.env["DMLC_PS_ROOT_URI"] == "10.0.0.1" and worker.env["DMLC_INTERFACE"] == "eth0"
-    assert worker.argv[:-2] == ["ssh", *launcher.SSH_OPTIONS]
+    assert worker.argv[:-2] == ["ssh", "-tt", "-o", "BatchMode=yes"]  # literal: a pinned argv
     assert worker.argv[-2] == "alice@10.0.0.2"
     # The remote shell sees each word once, quoted: spaces and ';' stay inside their word.
     words = shlex.split(worker.argv[-1])
@@ -259,11 +259,22 @@ def test_launch_and_config_disagreeing_is_an_error():
             distributed.check_single_process(bad)
 
 
+def launched(precision="fp32", clip_grad_norm=None):
+    return SimpleNamespace(precision=precision,
+                           train=SimpleNamespace(clip_grad_norm=clip_grad_norm))
+
+
 def test_fp16_loss_scaling_is_refused_under_a_launch():
     with pytest.raises(distributed.DistributedConfigError, match="fp16"):
-        distributed.check_supported(SimpleNamespace(precision="fp16"))
+        distributed.check_supported(launched("fp16"))
     for precision in ("fp32", "bf16"):
-        distributed.check_supported(SimpleNamespace(precision=precision))
+        distributed.check_supported(launched(precision))
+
+
+def test_global_norm_clipping_is_refused_under_a_launch():
+    # each worker would clip the summed update by its own gradient's norm
+    with pytest.raises(distributed.DistributedConfigError, match="train.clip_grad_norm=10"):
+        distributed.check_supported(launched(clip_grad_norm=10.0))
 
 
 def test_launched_worker_detection():

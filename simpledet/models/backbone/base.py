@@ -41,6 +41,13 @@ class Backbone:
         parameters that must not be trained (frozen stages, frozen normalizer affines)."""
         raise NotImplementedError
 
+    def param_patterns(self):
+        """Anchored regular expressions matching every parameter and aux state this backbone
+        creates (also layers it builds inside a head, as res5 in the C5 box head) and no
+        head parameter: the names a pretrained backbone file must hold
+        (simpledet.engine.pretrained, ``pretrain_strict``)."""
+        raise NotImplementedError
+
 
 def check_anchored(patterns):
     """Raises ValueError unless every pattern starts with '^' and compiles.

@@ -46,6 +46,8 @@ _FEATURE_OF_STAGE = {1: "c2", 2: "c3", 3: "c4", 4: "c5"}
 _STRIDE_OF_STAGE = {1: 4, 2: 8, 3: 16, 4: 32}
 # Names of every norm layer this module can create, for the frozen-normalizer pattern.
 _NORM_LAYER_NAMES = r"(bn_data|bn0|bn1|stage[1-4]_unit[0-9]+_(bn[1-3]|sc_bn))"
+# Every layer this module names: stem, units of stages 1..4, v2's input whitening and final norm.
+_LAYER_NAMES = r"(bn_data|conv0|bn0|bn1|stage[1-4]_unit[0-9]+)"
 _FROZEN_BN = Normalizer("fixbn")
 
 
@@ -258,6 +260,13 @@ class ResNet(Backbone):
         if self.variant == "v2":
             x = self._relu(self._norm(x, "bn1", self.out_channels(4)), "relu1")
         return x
+
+    def param_patterns(self):
+        """``^(bn_data|conv0|bn0|bn1|stage[1-4]_unit[0-9]+)_``: the stem, every unit of
+        res2..res5 (res5 also when the C5 box head builds it) and v2's ``bn_data`` / ``bn1``;
+        the layer names of the pretrained classifier files. Heads' names carry a component
+        prefix (``fpn_``, ``rpn_``, ``bbox_``) and never match."""
+        return [f"^{_LAYER_NAMES}_"]
 
     def fixed_param_patterns(self):
         """Anchored patterns of the parameters not to train.

@@ -1,0 +1,123 @@
+"""The deliberate breaks scripts/check_tests.py applies, one at a time, to a copy of the repository.
+
+Each entry breaks one claim the code makes and names the test files (or test node ids) that must
+then fail. ``old`` must occur exactly once in ``file``: when the code it quotes changes, the
+check reports the entry as stale instead of silently testing nothing; update the entry then.
+Keep the test lists short (the whole check should run in a few minutes on 2 cores).
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One deliberate break.
+
+    Attributes:
+        name: short identifier (``check_tests.py --only NAME``).
+        claim: what the break violates, in words.
+        file: path relative to the repository root.
+        old: exact text in ``file`` (once).
+        new: what replaces it.
+        tests: pytest arguments (files or node ids) that must fail under the break.
+    """
+
+    name: str
+    claim: str
+    file: str
+    old: str
+    new: str
+    tests: tuple
+
+
+MUTATIONS = (
+    Mutation(
+        name="reseed",
+        claim="mx.random is reseeded from (seed, iteration) every iteration, so a resumed run "
+              "samples RoIs as a straight one",
+        file="simpledet/engine/trainer.py",
+        old="mx.random.seed(step_seed(self.seed, iteration))",
+        new='mx.random.seed(int.from_bytes(__import__("os").urandom(4), "little"))',
+        tests=("tests/engine/test_real_resume.py",)),
+    Mutation(
+        name="rescale_grad",
+        claim="rescale_grad = 1 / (contexts * machines): N workers step like one machine with "
+              "the same total batch",
+        file="simpledet/engine/trainer.py",
+        old="workers = len(self.contexts) * self.num_machines",
+        new="workers = len(self.contexts)",
+        tests=("tests/engine/test_distributed_equivalence.py::"
+               "test_two_workers_train_like_one_process_with_two_contexts",)),
+    Mutation(
+        name="anchor_offset",
+        claim="an anchor is centred on the centre of its stride cell, (stride - 1) / 2 under "
+              "the +1 convention",
+        file="simpledet/core/anchors.py",
+        old="ctr = 0.5 * (stride - 1.0)",
+        new="ctr = 0.5 * stride",
+        tests=("tests/core/test_anchors.py",)),
+    Mutation(
+        name="iou_plus_one",
+        claim="IoU counts pixels: the intersection width is x2 - x1 + 1",
+        file="simpledet/core/boxes.py",
+        old="iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], "
+            "b[None, :, 0]) + 1",
+        new="iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], "
+            "b[None, :, 0])",
+        tests=("tests/core/test_boxes.py",)),
+    Mutation(
+        name="rle_column_major",
+        claim="COCO RLE runs are column-major (the photos fixture writes its crowd region so)",
+        file="simpledet/data/photos.py",
+        old='flat = np.asarray(mask, dtype=np.uint8).ravel(order="F")',
+        new='flat = np.asarray(mask, dtype=np.uint8).ravel(order="C")',
+        tests=("tests/data/test_photos.py",)),
+    Mutation(
+        name="rle_flip_axis",
+        claim="flipping an RLE segmentation mirrors its columns (left-right), not its rows",
+        file="simpledet/data/transforms.py",
+        old="mask = mask_utils.decode(rle)[:, ::-1]",
+        new="mask = mask_utils.decode(rle)[::-1, :]",
+        tests=("tests/data/test_transforms.py",)),
+    Mutation(
+        name="scale_inverse",
+        claim="unscale_boxes inverts scale_boxes exactly: x2 -> (x2 + 1) / s - 1",
+        file="simpledet/data/transforms.py",
+        old="out[:, 2:] += np.float32(1) / scale - np.float32(1)",
+        new="pass",
+        tests=("tests/data/test_transforms.py",)),
+    Mutation(
+        name="pretrain_strict",
+        claim="a pretrained file missing backbone parameters is an error naming them",
+        file="simpledet/engine/pretrained.py",
+        old="if strict and report.missing:",
+        new="if False and report.missing:",
+        tests=("tests/engine/test_pretrained.py",)),
+    Mutation(
+        name="ssh_tty",
+        claim="remote nodes run under ssh -tt, so they die when the connection drops",
+        file="simpledet/engine/launcher.py",
+        old='SSH_OPTIONS = ("-tt", "-o", "BatchMode=yes")',
+        new='SSH_OPTIONS = ("-o", "BatchMode=yes")',
+        tests=("tests/engine/test_launcher.py::test_ssh_argv_is_exactly_this_command_line",)),
+    Mutation(
+        name="launcher_sighup",
+        claim="SIGHUP to the launcher stops every process it started",
+        file="simpledet/engine/launcher.py",
+        old="handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)",
+        new="handled = (signal.SIGINT, signal.SIGTERM)",
+        tests=("tests/engine/test_launcher.py",)),
+    Mutation(
+        name="launcher_sigkill",
+        claim="a process ignoring SIGTERM gets SIGKILL once the grace period is over",
+        file="simpledet/engine/launcher.py",
+        old="_signal_group(pgid, signal.SIGKILL)",
+        new="pass",
+        tests=("tests/engine/test_launcher.py",)),
+    Mutation(
+        name="launcher_pdeathsig",
+        claim="the launcher's children die with it, even when it is killed by SIGKILL",
+        file="simpledet/engine/launcher.py",
+        old="prctl(1, signal.SIGTERM)",
+        new="prctl(1, 0)",
+        tests=("tests/engine/test_launcher.py",)),
+)
