@@ -4,7 +4,9 @@ ResNet-18 v1b.
 
 Leaves call ``on_shapes(cfg)`` on a detector-family config, then set the model and schedule.
 The shapes set is easy: its leaves keep the faster lr they were tuned with (0.08 per 16 images,
-100 warmup iterations from a third of it); the gradient clipping stays as the safety net.
+100 warmup iterations from a third of it) and train without gradient clipping, which never
+finds a runaway to stop here and slows the start: the FPN quickstart reached bbox AP 0.550
+without it, 0.544 clipped at 20 and 0.518 at 10 (same seed and code).
 """
 from _base.scratch import from_scratch, small_cpu_model
 
@@ -20,4 +22,5 @@ def on_shapes(cfg):
     cfg.input.long = 320
     cfg.train.warmup_iters = 100
     cfg.train.warmup_factor = 1.0 / 3.0
+    cfg.train.clip_grad_norm = None
     return cfg
