@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simpledet.data.anchor_target import assign_anchor_targets, num_level_anchors
+from simpledet.data.layout import batch_layout
 from simpledet.data.transforms import normalize_pad_chw
 
 BOXES_PER_IMAGE = 4
@@ -62,7 +63,8 @@ def make_images(batch, height, width, num_classes, seed=0, boxes_per_image=BOXES
 def inference_batch(cfg, sample, bucket):
     """{"data", "im_info"} of the test graph: normalized, padded images at scale 1."""
     size = len(sample.images)
-    data = np.zeros((size, 3) + tuple(bucket), dtype=np.float32)
+    layout = batch_layout(size, *bucket, cfg.input.max_num_gt)
+    data = np.zeros(*layout["data"])
     for slot, image in enumerate(sample.images):
         normalize_pad_chw(image, cfg.backbone.pixel_mean, cfg.backbone.pixel_std, bucket,
                           out=data[slot])
@@ -71,8 +73,8 @@ def inference_batch(cfg, sample, bucket):
 
 
 def training_batch(cfg, levels, sample, bucket, seed=0):
-    """The training inputs the loader would build for ``sample`` (see FasterRcnn's
-    train_data_names): data, im_info, gt_boxes padded with -1, rpn_label/target/weight.
+    """The training inputs the loader would build for ``sample`` (the layout of
+    simpledet.data.layout): data, im_info, gt_boxes padded with -1, rpn_label/target/weight.
 
     Args:
         cfg: the frozen config (input.max_num_gt, rpn.*, backbone pixel mean/std).
@@ -81,11 +83,11 @@ def training_batch(cfg, levels, sample, bucket, seed=0):
         bucket: (Hb, Wb) padded input shape.
     """
     batch = inference_batch(cfg, sample, bucket)
-    size = len(sample.images)
     num_anchors = num_level_anchors(levels, cfg.rpn.anchor_scales, cfg.rpn.anchor_ratios)
-    batch["gt_boxes"] = np.full((size, cfg.input.max_num_gt, 5), -1, dtype=np.float32)
-    for name, width in (("rpn_label", 1), ("rpn_target", 4), ("rpn_weight", 4)):
-        batch[name] = np.zeros((size, width * num_anchors), dtype=np.float32)
+    layout = batch_layout(len(sample.images), *bucket, cfg.input.max_num_gt, num_anchors)
+    for name in ("gt_boxes", "rpn_label", "rpn_target", "rpn_weight"):
+        shape, dtype = layout[name]
+        batch[name] = np.full(shape, -1 if name == "gt_boxes" else 0, dtype=dtype)
     rng = np.random.default_rng(seed)
     for slot, (boxes, classes) in enumerate(zip(sample.boxes, sample.classes)):
         kept = min(len(boxes), cfg.input.max_num_gt)

@@ -36,6 +36,7 @@ import numpy as np
 
 from simpledet.data.anchor_target import assign_anchor_targets, num_level_anchors
 from simpledet.data.coco import DatasetError
+from simpledet.data.layout import batch_layout
 from simpledet.data.transforms import (
     bucket_shape,
     choose_short_side,
@@ -132,24 +133,14 @@ class _Pipeline:
         return im_info, boxes, record["classes"]
 
     def batch_layout(self, indices):
-        """{name: (shape, dtype)} of the batch these records make."""
+        """{name: (shape, dtype)} of the batch these records make (simpledet.data.layout)."""
         height, width = self.bucket_of(self.records[indices[0]])
-        size = len(indices)
-        layout = {
-            "data": ((size, 3, height, width), np.float32),
-            "im_info": ((size, 3), np.float32),
-            "gt_boxes": ((size, self.max_gt, 5), np.float32),
-            "image_ids": ((size,), np.int64),
-            "valid": ((size,), np.bool_),
-        }
+        num = None
         if self.anchor_params is not None:
             params = self.anchor_params
             num = num_level_anchors(params["levels_fn"](height, width), params["scales"],
                                     params["ratios"])
-            layout.update(rpn_label=((size, num), np.float32),
-                          rpn_target=((size, 4 * num), np.float32),
-                          rpn_weight=((size, 4 * num), np.float32))
-        return layout
+        return batch_layout(len(indices), height, width, self.max_gt, num)
 
     def build_batch(self, indices, valid, seed_key, batch=None):
         """Builds one batch.

@@ -7,10 +7,10 @@ the components in ``cfg.mixed_precision.components`` compute in low precision, e
 (losses, proposals, sampling, RoIAlign, decoding) in float32, parameters float32
 (see simpledet.models.precision); with 'fp32' the graph is left as built.
 
-Train symbol inputs (all with the image as axis 0, so Module can split a batch over contexts):
-    data (B, 3, H, W) float32 normalized pixels; im_info (B, 3) [height, width, scale];
-    gt_boxes (B, G, 5) [x1, y1, x2, y2, class], padding rows -1; rpn_label (B, N);
-    rpn_target, rpn_weight (B, 4N) in the loader's layout (see simpledet.models.rpn.base).
+It implements the contract of simpledet.detectors.base (layouts there and in
+simpledet.data.layout). Train symbol inputs: data, im_info, gt_boxes and the RPN anchor targets
+rpn_label (B, N), rpn_target, rpn_weight (B, 4N) for the N anchors of ``rpn_levels`` (see
+simpledet.models.rpn.base).
 Train symbol outputs: one MakeLoss per loss, named ``rpn_cls_loss``, ``rpn_reg_loss``,
     ``bbox_cls_loss``, ``bbox_reg_loss``; each forward output is the (1,) loss value. Each loss
     is normalized over this device's samples, so the optimizer should average the devices'
@@ -21,28 +21,24 @@ Test symbol: inputs data, im_info; one output dets (B, max_det, 6) [x1, y1, x2, 
 """
 import mxnet as mx
 
+from simpledet.detectors.base import Detector
 from simpledet.models import FpnRoiExtractor, RpnHead, build_backbone, build_bbox_head, build_neck
 from simpledet.models.precision import PrecisionPlan
 
 __all__ = ["FasterRcnn"]
 
 
-class FasterRcnn:
-    """Builds Faster R-CNN symbols from a FasterRcnnConfig.
-
-    Attributes:
-        train_data_names / test_data_names: input names, matching the loader's batch keys.
-        label_names: empty (labels enter as data).
-        loss_names: names of the train symbol's outputs (``{name}_output`` in list_outputs).
-    """
+class FasterRcnn(Detector):
+    """Builds Faster R-CNN symbols from a FasterRcnnConfig (see Detector for the attributes)."""
 
     train_data_names = ("data", "im_info", "gt_boxes", "rpn_label", "rpn_target", "rpn_weight")
     test_data_names = ("data", "im_info")
     label_names = ()
     loss_names = ("rpn_cls_loss", "rpn_reg_loss", "bbox_cls_loss", "bbox_reg_loss")
+    precision_components = ("backbone", "neck", "rpn_head", "bbox_head")
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        super().__init__(cfg)
         self.backbone = build_backbone(cfg)
         self.neck = build_neck(cfg)
         for names, strides, what in (
@@ -129,19 +125,10 @@ class FasterRcnn:
                                        in zip(self.cfg.rpn_feature_strides, shapes)]
         return list(self._levels_cache[key])
 
-    def train_data_shapes(self, batch_size, bucket_h, bucket_w):
-        """{input name: shape} of one device's training batch (for bind / infer_shape)."""
-        num_anchors = sum(self.cfg.rpn.num_anchors * h * w
-                          for _, h, w in self.rpn_levels(bucket_h, bucket_w))
-        return {"data": (batch_size, 3, bucket_h, bucket_w), "im_info": (batch_size, 3),
-                "gt_boxes": (batch_size, self.cfg.input.max_num_gt, 5),
-                "rpn_label": (batch_size, num_anchors),
-                "rpn_target": (batch_size, 4 * num_anchors),
-                "rpn_weight": (batch_size, 4 * num_anchors)}
-
-    def test_data_shapes(self, batch_size, bucket_h, bucket_w):
-        """{input name: shape} of one device's test batch."""
-        return {"data": (batch_size, 3, bucket_h, bucket_w), "im_info": (batch_size, 3)}
+    def num_anchors(self, bucket_h, bucket_w):
+        """Anchors N of a bucket: rpn.num_anchors per location of every RPN level."""
+        return sum(self.cfg.rpn.num_anchors * h * w
+                   for _, h, w in self.rpn_levels(bucket_h, bucket_w))
 
     def fixed_param_patterns(self):
         """Anchored regexes of the parameters not to train (frozen backbone stages and, with
@@ -155,14 +142,3 @@ class FasterRcnn:
         everything else (neck, RPN, box head) is expected to be initialized. See
         simpledet.engine.pretrained."""
         return self.backbone.param_patterns()
-
-    @staticmethod
-    def initializer():
-        """Initializer for parameters without pretrained values.
-
-        Variables that carry their own ``init`` (heads: N(0, 0.01), box regression
-        N(0, 0.001); FPN and fc layers: Xavier uniform) keep it; every other weight (backbone
-        convs from scratch) gets MSRA (He) Gaussian init, biases and BN/GN beta 0, gamma 1,
-        moving means 0 and moving variances 1 (MXNet's defaults by name suffix).
-        """
-        return mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2)

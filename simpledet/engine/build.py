@@ -76,10 +76,12 @@ def check_dataset_files(cfg, split):
 
 
 def build_detector(cfg):
-    """The detector of a config (imports the model code only when called)."""
-    from simpledet.detectors.faster_rcnn import FasterRcnn
-
-    return FasterRcnn(cfg)
+    """The detector the config's family names: ``cfg.detector_class(cfg)`` (a
+    simpledet.detectors.base.Detector)."""
+    detector_class = getattr(type(cfg), "detector_class", None)
+    if detector_class is None:
+        raise TypeError(f"{type(cfg).__name__} names no detector_class")
+    return detector_class(cfg)
 
 
 def build_dataset(cfg, split, for_training):

@@ -1,10 +1,12 @@
 """Inference over a split, mapping back to the original images, COCO evaluation, pictures.
 
-The test graph outputs ``dets`` (B, max_det, 6) [x1, y1, x2, y2, score, class] in network-input
-pixels (the resized image, top-left aligned in the padded bucket), rows of -1 when unused. A box
-maps back to the original image by the inverse of the loader's resize (x1 / s, (x2 + 1) / s - 1
-for the scale s = im_info[:, 2], "+1" convention; simpledet.data.transforms.unscale_boxes) and
-is clipped to [0, width - 1] x [0, height - 1].
+The detector decodes its test outputs into per-image results in original-image pixels
+(simpledet.detectors.base.Detector.decode_test_outputs). Faster R-CNN's test graph outputs
+``dets`` (B, max_det, 6) [x1, y1, x2, y2, score, class] in network-input pixels (the resized
+image, top-left aligned in the padded bucket), rows of -1 when unused. A box maps back to the
+original image by the inverse of the loader's resize (x1 / s, (x2 + 1) / s - 1 for the scale
+s = im_info[:, 2], "+1" convention; simpledet.data.transforms.unscale_boxes) and is clipped to
+[0, width - 1] x [0, height - 1].
 """
 import json
 import logging
@@ -12,35 +14,12 @@ import os
 
 import numpy as np
 
-from simpledet.data.transforms import unscale_boxes
+from simpledet.detectors.base import detections_to_original
 from simpledet.engine.module import GraphModule, to_data_batch
 
 logger = logging.getLogger("simpledet.test")
 
 JSON_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-def detections_to_original(dets, im_info, image_sizes):
-    """Maps one batch of detections to original-image pixels.
-
-    Args:
-        dets: (B, D, 6) [x1, y1, x2, y2, score, class] in network-input pixels; rows whose class
-            is < 1 (the -1 padding) are dropped.
-        im_info: (B, 3) [input height, input width, scale].
-        image_sizes: B (height, width) of the original images.
-
-    Returns:
-        B dicts {"boxes": (N, 4) float32, "scores": (N,) float32, "classes": (N,) int32}.
-    """
-    dets = np.asarray(dets, dtype=np.float32)
-    out = []
-    for image_dets, info, (height, width) in zip(dets, np.asarray(im_info), image_sizes):
-        keep = image_dets[:, 5] >= 1
-        kept = image_dets[keep]
-        boxes = unscale_boxes(kept[:, :4], info[2], height, width)
-        out.append({"boxes": boxes, "scores": kept[:, 4].astype(np.float32),
-                    "classes": np.rint(kept[:, 5]).astype(np.int32)})
-    return out
 
 
 class Predictor:
@@ -73,13 +52,16 @@ class Predictor:
         return self.module.outputs_numpy()[0]
 
 
-def predict(predictor, loader, image_sizes):
+def predict(predictor, loader, image_sizes, decode=detections_to_original):
     """Runs the predictor over a test-mode loader.
 
     Args:
-        predictor: callable batch -> dets (B, D, 6).
+        predictor: callable batch -> the test graph's output (dets (B, D, 6) for the default
+            decode).
         loader: test-mode DetectionLoader (valid=False marks padding slots).
         image_sizes: image_id -> (height, width) of the original images.
+        decode: (output, im_info, image sizes) -> per-image result dicts in original pixels
+            (the detector's ``decode_test_outputs``).
 
     Returns:
         per-image dicts {"image_id", "boxes", "scores", "classes"} (original pixels), one per
@@ -89,7 +71,7 @@ def predict(predictor, loader, image_sizes):
     for batch in loader:
         dets = predictor(batch)
         ids = [int(i) for i in batch["image_ids"]]
-        mapped = detections_to_original(dets, batch["im_info"], [image_sizes[i] for i in ids])
+        mapped = decode(dets, batch["im_info"], [image_sizes[i] for i in ids])
         for image_id, valid, det in zip(ids, batch["valid"], mapped):
             if valid:
                 detections.append(dict(det, image_id=image_id))
@@ -160,7 +142,8 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
 
     Args:
         cfg: frozen config.
-        detector: object with get_test_symbol() and test_data_names.
+        detector: a simpledet.detectors.base.Detector (get_test_symbol, test_data_names,
+            decode_test_outputs, eval_types).
         contexts: mx contexts.
         iteration: checkpoint iteration (default: the latest).
         json_out: write {"bbox": {AP..APl}} here.
@@ -189,7 +172,7 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
                           checkpoint.arg_params, checkpoint.aux_params)
     sizes = {r["image_id"]: (r["height"], r["width"]) for r in dataset.records}
     try:
-        detections = predict(predictor, loader, sizes)
+        detections = predict(predictor, loader, sizes, decode=detector.decode_test_outputs)
     finally:
         loader.close()
     skipped = sorted({file_name for file_name, _ in loader.bad_images})
@@ -199,7 +182,7 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
     name = checkpoint_name(checkpoint.iteration)
     results_file = os.path.join(experiment_dir, f"results_{name}_bbox.json")
     summaries = evaluate_detections(dataset.ann_file, detections, dataset.label_to_cat_id,
-                                    ("bbox",), results_file=results_file)
+                                    tuple(detector.eval_types), results_file=results_file)
     logger.info("results: %s", results_file)
     if json_out:
         write_json(bbox_json(summaries), json_out)

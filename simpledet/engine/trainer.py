@@ -58,11 +58,12 @@ def match_fixed_params(param_names, patterns):
 
 
 def default_initializer():
-    """He (MSRA) init for convolutions and fc layers; variables with an '__init__' attribute
-    (set by the builders, e.g. Normal(0.01) for heads) keep their own."""
-    import mxnet as mx
+    """The one initializer of every detector (simpledet.detectors.base.default_initializer):
+    He (MSRA) Gaussian, fan-out; variables with an '__init__' attribute (set by the builders,
+    e.g. Normal(0.01) for heads) keep their own."""
+    from simpledet.detectors.base import default_initializer as detector_default
 
-    return mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+    return detector_default()
 
 
 def effective_kvstore(kvstore, contexts):

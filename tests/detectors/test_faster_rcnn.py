@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from simpledet.config import FasterRcnnConfig, load_config
-from simpledet.data.anchor_target import assign_anchor_targets, feature_levels
+from simpledet.data.anchor_target import assign_anchor_targets, feature_levels, num_level_anchors
+from simpledet.data.layout import batch_layout
 from simpledet.data.transforms import bucket_shape
 from simpledet.detectors import FasterRcnn
 from simpledet.models import select_params
@@ -30,12 +31,12 @@ def load_quietly(path):
 
 
 def loader_batch_shapes(cfg, bucket, batch_size):
-    """Shapes of the loader's training batch, computed from the loader's own helpers."""
+    """Shapes of the loader's training batch: its layout (simpledet.data.layout) for the anchors
+    of the loader's own level helper."""
     levels = feature_levels(*bucket, cfg.rpn_feature_strides)
-    anchors = sum(cfg.rpn.num_anchors * h * w for _, h, w in levels)
-    return {"data": (batch_size, 3) + bucket, "im_info": (batch_size, 3),
-            "gt_boxes": (batch_size, cfg.input.max_num_gt, 5), "rpn_label": (batch_size, anchors),
-            "rpn_target": (batch_size, 4 * anchors), "rpn_weight": (batch_size, 4 * anchors)}
+    anchors = num_level_anchors(levels, cfg.rpn.anchor_scales, cfg.rpn.anchor_ratios)
+    layout = batch_layout(batch_size, *bucket, cfg.input.max_num_gt, anchors)
+    return {name: layout[name][0] for name in FasterRcnn.train_data_names}
 
 
 @pytest.mark.parametrize("path", ZOO_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "config")))

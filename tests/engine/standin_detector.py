@@ -1,4 +1,5 @@
-"""A tiny detector with the FasterRcnn interface, and tiny COCO data, for the engine tests.
+"""A tiny detector implementing the contract (simpledet.detectors.base.Detector), and tiny COCO
+data, for the engine tests: the engine is tested against the contract, not against FasterRcnn.
 
 Train graph: stem conv (fixed by pattern) -> BatchNorm -> conv -> per-anchor logits and deltas
 at stride 8 trained on the loader's rpn_label / rpn_target / rpn_weight (a one-level RPN).
@@ -13,20 +14,26 @@ import numpy as np
 
 from simpledet.config.faster_rcnn import FasterRcnnConfig
 from simpledet.data.anchor_target import feature_levels
+from simpledet.detectors.base import Detector
 
 STRIDE = 8
 NUM_ANCHORS = 3
 
 
-class StandInDetector:
+class StandInDetector(Detector):
     train_data_names = ("data", "im_info", "gt_boxes", "rpn_label", "rpn_target", "rpn_weight")
     test_data_names = ("data", "im_info")
+    loss_names = ("rpn_cls_loss", "rpn_reg_loss")
+    precision_components = ()
 
     def __init__(self, cfg=None):
-        self.cfg = cfg
+        super().__init__(cfg)
 
     def rpn_levels(self, bucket_h, bucket_w):
         return feature_levels(bucket_h, bucket_w, (STRIDE,))
+
+    def num_anchors(self, bucket_h, bucket_w):
+        return sum(NUM_ANCHORS * h * w for _, h, w in self.rpn_levels(bucket_h, bucket_w))
 
     def fixed_param_patterns(self):
         return [r"^stem_conv_"]

@@ -22,6 +22,5 @@ def build_backbone(cfg):
 
     SyncBatchNorm synchronizes over ``cfg.runtime.num_devices`` devices.
     """
-    last_stage = 4 if cfg.neck.type == "fpn" else 3
     return ResNet.from_config(cfg.backbone, num_devices=cfg.runtime.num_devices,
-                              last_stage=last_stage)
+                              last_stage=cfg.layout().backbone_last_stage)

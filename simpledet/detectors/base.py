@@ -1,0 +1,153 @@
+"""The detector contract: what the engine (trainer, tester, benchmark, pretrained loading) calls.
+
+A detector family is one subclass of :class:`Detector`, built from its config class
+(``cfg.detector_class(cfg)``, see ``simpledet.engine.build.build_detector``); the engine uses
+nothing else of it. Layouts (B images per device, (Hb, Wb) the padded bucket):
+
+Train inputs (``train_data_names``, each with the image as axis 0 so Module can split a batch
+over contexts; shapes and dtypes in ``simpledet.data.layout``):
+    data (B, 3, Hb, Wb) float32 normalized pixels; im_info (B, 3) [height, width, scale] of
+    the resized image; gt_boxes (B, G, 5) [x1, y1, x2, y2, class] "+1" boxes in input pixels,
+    padding rows -1; the loader targets the family needs (Faster R-CNN: rpn_label (B, N),
+    rpn_target and rpn_weight (B, 4N) for the N anchors of :meth:`Detector.rpn_levels`).
+Train outputs: one ``MakeLoss`` per name of ``loss_names``, each a (1,) value normalized over
+    this device's samples (the optimizer averages the devices' gradients).
+Test inputs (``test_data_names``): data, im_info.
+Test outputs: decoded per image by :meth:`Detector.decode_test_outputs` into result dicts in
+    original-image pixels; the base decodes one output ``dets`` (B, D, 6)
+    [x1, y1, x2, y2, score, class] in network-input pixels, rows with class < 1 unused.
+Evaluation: ``eval_types`` names the COCO evaluations of those results ('bbox').
+"""
+import numpy as np
+
+from simpledet.data.layout import batch_shapes
+from simpledet.data.transforms import unscale_boxes
+
+__all__ = ["Detector", "default_initializer", "detections_to_original"]
+
+
+def default_initializer():
+    """The initializer of parameters without pretrained values, for every detector and the
+    trainer (one definition).
+
+    Variables that carry their own ``init`` attribute (heads: N(0, 0.01), box regression
+    N(0, 0.001); FPN and fc layers: Xavier uniform) keep it; every other weight (backbone convs
+    trained from scratch) gets He (MSRA) Gaussian init with the fan-out variance 2 / (k*k*C_out)
+    (torchvision's ResNet init, SimpleDet's ``Xavier(gaussian, out, 2)``); biases and BN/GN beta
+    0, gamma 1, moving means 0, moving variances 1 (MXNet's defaults by name suffix).
+    """
+    import mxnet as mx
+
+    return mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2)
+
+
+def detections_to_original(dets, im_info, image_sizes):
+    """Maps one batch of detections to original-image pixels.
+
+    Args:
+        dets: (B, D, 6) [x1, y1, x2, y2, score, class] in network-input pixels; rows whose class
+            is < 1 (the -1 padding) are dropped.
+        im_info: (B, 3) [input height, input width, scale].
+        image_sizes: B (height, width) of the original images.
+
+    Returns:
+        B dicts {"boxes": (N, 4) float32, "scores": (N,) float32, "classes": (N,) int32}; a box
+        maps back by the inverse of the loader's resize (simpledet.data.transforms.unscale_boxes)
+        and is clipped to the image.
+    """
+    dets = np.asarray(dets, dtype=np.float32)
+    out = []
+    for image_dets, info, (height, width) in zip(dets, np.asarray(im_info), image_sizes):
+        keep = image_dets[:, 5] >= 1
+        kept = image_dets[keep]
+        boxes = unscale_boxes(kept[:, :4], info[2], height, width)
+        out.append({"boxes": boxes, "scores": kept[:, 4].astype(np.float32),
+                    "classes": np.rint(kept[:, 5]).astype(np.int32)})
+    return out
+
+
+class Detector:
+    """Base of every detector family; subclasses build the symbols from their config.
+
+    Class attributes:
+        train_data_names / test_data_names: graph inputs, named as the loader's batch keys.
+        label_names: Module label names (empty: labels enter as data).
+        loss_names: the train symbol's MakeLoss names (``{name}_output`` in list_outputs).
+        precision_components: the components the detector marks for mixed precision (the
+            family config's ``precision_components`` is this tuple).
+        eval_types: the COCO evaluations of the test results ('bbox'; 'segm' for masks).
+
+    Args:
+        cfg: the family's frozen config (a ``simpledet.config.common.DetectorConfig``).
+    """
+
+    train_data_names = ("data", "im_info", "gt_boxes")
+    test_data_names = ("data", "im_info")
+    label_names = ()
+    loss_names = ()
+    precision_components = ()
+    eval_types = ("bbox",)
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    # --- graphs -------------------------------------------------------------------------------
+
+    def get_train_symbol(self):
+        """mx.sym.Group of one MakeLoss per ``loss_names`` entry, inputs ``train_data_names``."""
+        raise NotImplementedError
+
+    def get_test_symbol(self):
+        """The inference symbol over ``test_data_names`` (outputs: see decode_test_outputs)."""
+        raise NotImplementedError
+
+    # --- what the loader and bind need --------------------------------------------------------
+
+    def rpn_levels(self, bucket_h, bucket_w):
+        """[(stride, feat_h, feat_w)] of the levels the loader's anchor targets are made for,
+        for a padded (bucket_h, bucket_w) input; [] when the family needs no anchor targets."""
+        return []
+
+    def num_anchors(self, bucket_h, bucket_w):
+        """Anchors N of a bucket (the length of rpn_label), or None without anchor targets."""
+        return None
+
+    def train_data_shapes(self, batch_size, bucket_h, bucket_w):
+        """{input name: shape} of one device's training batch (for bind / infer_shape)."""
+        return batch_shapes(self.train_data_names, batch_size, bucket_h, bucket_w,
+                            self.cfg.input.max_num_gt, self.num_anchors(bucket_h, bucket_w))
+
+    def test_data_shapes(self, batch_size, bucket_h, bucket_w):
+        """{input name: shape} of one device's test batch."""
+        return batch_shapes(self.test_data_names, batch_size, bucket_h, bucket_w,
+                            self.cfg.input.max_num_gt)
+
+    # --- results ------------------------------------------------------------------------------
+
+    def decode_test_outputs(self, outputs, im_info, image_sizes):
+        """Per-image result dicts (original pixels) of one test batch.
+
+        Args:
+            outputs: the test symbol's first output as numpy (the base: dets (B, D, 6)).
+            im_info: (B, 3) of the batch.
+            image_sizes: B (height, width) of the original images.
+
+        Returns:
+            B dicts {"boxes", "scores", "classes"} (see :func:`detections_to_original`).
+        """
+        return detections_to_original(outputs, im_info, image_sizes)
+
+    # --- parameters ---------------------------------------------------------------------------
+
+    def fixed_param_patterns(self):
+        """Anchored regexes of the parameters not to train (``^stage1_``, never substrings)."""
+        return []
+
+    def backbone_param_patterns(self):
+        """Anchored regexes of the parameters a pretrained file must hold when
+        ``pretrain_strict`` (see simpledet.engine.pretrained); the rest is initialized."""
+        return []
+
+    def initializer(self):
+        """Initializer of parameters without pretrained values (:func:`default_initializer`)."""
+        return default_initializer()
