@@ -39,8 +39,9 @@ class FasterRcnn(Detector):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.backbone = build_backbone(cfg)
-        self.neck = build_neck(cfg)
+        self.backbone = build_backbone(cfg.backbone, cfg.layout().backbone_last_stage,
+                                       cfg.runtime.num_devices)
+        self.neck = build_neck(cfg.neck)
         for names, strides, what in (
                 (self.neck.rpn_feature_names, cfg.rpn_feature_strides, "rpn_feature_strides"),
                 (self.neck.roi_feature_names, cfg.roi_feature_strides, "roi_feature_strides")):
@@ -48,9 +49,12 @@ class FasterRcnn(Detector):
             if have != tuple(strides):
                 raise ValueError(f"neck {type(self.neck).__name__} gives strides {have} but "
                                  f"cfg.{what} is {tuple(strides)}")
-        self.rpn_head = RpnHead(cfg, self.neck.rpn_feature_names, cfg.rpn_feature_strides)
+        self.rpn_head = RpnHead(cfg.rpn, self.neck.rpn_feature_names, cfg.rpn_feature_strides,
+                                sampler_cfg=cfg.roi_sampler, num_classes=cfg.num_classes,
+                                box_cfg=cfg.bbox_head)
         self.roi_extractor = FpnRoiExtractor(cfg.roi_extractor, cfg.roi_feature_strides)
-        self.bbox_head = build_bbox_head(cfg, self.backbone)
+        self.bbox_head = build_bbox_head(cfg.bbox_head, cfg.num_classes, cfg.test,
+                                         self.backbone)
         self._levels_cache = {}
 
     # --- graph pieces -----------------------------------------------------------------------

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from simpledet.config import FasterRcnnConfig
+from simpledet.detectors import FasterRcnn
 from simpledet.engine.schedule import LrSchedule
 from simpledet.engine.trainer import Trainer, build_trainer
-from simpledet.models import build_backbone
 from simpledet.models.backbone.normalizer import Normalizer
 
 CHANNELS = 32  # GroupNorm's 32 groups need 32 channels
@@ -111,7 +111,7 @@ def test_syncbn_layers_have_unique_keys_and_the_config_device_count():
     cfg.runtime.device_ids = (0, 1, 2)
     cfg.backbone.frozen_stages = 0  # frozen stages would use stored statistics instead
     cfg.freeze()
-    symbol = mx.sym.Group(list(build_backbone(cfg).get_features(mx.sym.var("data")).values()))
+    symbol = mx.sym.Group(list(FasterRcnn(cfg).backbone.get_features(mx.sym.var("data")).values()))
     nodes = [n for n in json.loads(symbol.tojson())["nodes"] if n["op"] == "_contrib_SyncBatchNorm"]
     assert len(nodes) == 20  # stem + 2 per basic unit x 8 + 3 projection shortcuts
     keys = [n["attrs"]["key"] for n in nodes]

@@ -7,7 +7,8 @@ import mxnet as mx
 import pytest
 
 from simpledet.config import FasterRcnnConfig
-from simpledet.models.backbone import RESNET_DEPTHS, Normalizer, ResNet, build_backbone
+from simpledet.detectors import FasterRcnn
+from simpledet.models.backbone import RESNET_DEPTHS, Normalizer, ResNet
 
 BUCKET = (800, 1344)  # the loader's landscape bucket for 800 x 1333
 VARIANT_DEPTHS = [(v, d) for v in ("v1", "v1b", "v2", "resnext") for d in sorted(RESNET_DEPTHS)
@@ -166,7 +167,7 @@ def test_syncbn_device_count_comes_from_the_runtime_config():
     cfg.runtime.device_ids = (0, 1, 2)
     cfg.backbone.frozen_stages = 0  # frozen stages use stored statistics (plain BatchNorm)
     cfg.freeze()
-    ops = norm_ops(c5_symbol(build_backbone(cfg)))
+    ops = norm_ops(c5_symbol(FasterRcnn(cfg).backbone))
     assert ops and all(n["attrs"]["ndev"] == "3" for n in ops)
 
 

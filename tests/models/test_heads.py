@@ -103,7 +103,7 @@ def small_cfg(**rpn):
 
 def test_rpn_head_shares_weights_across_levels():
     cfg = small_cfg(conv_channels=16)
-    head = RpnHead(cfg, ("p2", "p3"), (4, 8))
+    head = RpnHead(cfg.rpn, ("p2", "p3"), (4, 8))
     logits, deltas = head.get_output([mx.sym.var("p2"), mx.sym.var("p3")])
     group = mx.sym.Group(logits + deltas)
     assert sorted(a for a in group.list_arguments() if a.startswith("rpn_")) == sorted(
@@ -116,7 +116,7 @@ def test_rpn_head_shares_weights_across_levels():
 def rpn_loss_setup(levels):
     cfg = small_cfg()
     names = tuple(f"p{i}" for i in range(len(levels)))
-    head = RpnHead(cfg, names, tuple(s for s, _, _ in levels))
+    head = RpnHead(cfg.rpn, names, tuple(s for s, _, _ in levels))
     logits = [mx.sym.var(f"logit_{n}") for n in names]
     deltas = [mx.sym.var(f"delta_{n}") for n in names]
     label, target, weight = (mx.sym.var(n) for n in ("rpn_label", "rpn_target", "rpn_weight"))
@@ -201,9 +201,15 @@ def box_cfg(agnostic):
     return cfg
 
 
+def box_args(agnostic):
+    """(bbox_head section, num_classes, test section): a box head's arguments."""
+    cfg = box_cfg(agnostic)
+    return cfg.bbox_head, cfg.num_classes, cfg.test
+
+
 @pytest.mark.parametrize("agnostic,reg", [(False, 16), (True, 4)])
 def test_two_mlp_head_outputs(agnostic, reg):
-    head = TwoMlpHead(box_cfg(agnostic))
+    head = TwoMlpHead(*box_args(agnostic))
     cls_logit, bbox_delta = head.get_output(mx.sym.var("roi_feat"))
     group = mx.sym.Group([cls_logit, bbox_delta])
     _, shapes, _ = group.infer_shape(roi_feat=(10, 256, 7, 7))
@@ -216,9 +222,8 @@ def test_two_mlp_head_outputs(agnostic, reg):
 
 
 def test_c5_head_runs_res5_with_backbone_names():
-    cfg = box_cfg(True)
     backbone = ResNet("v1", 50, Normalizer("fixbn"), last_stage=3)
-    cls_logit, bbox_delta = C5Head(cfg, backbone).get_output(mx.sym.var("roi_feat"))
+    cls_logit, bbox_delta = C5Head(*box_args(True), backbone).get_output(mx.sym.var("roi_feat"))
     group = mx.sym.Group([cls_logit, bbox_delta])
     _, shapes, _ = group.infer_shape(roi_feat=(6, 1024, 7, 7))
     assert shapes == [(6, 4), (6, 4)]
@@ -230,7 +235,7 @@ def test_c5_head_runs_res5_with_backbone_names():
 
 
 def test_box_loss_matches_numpy():
-    head = TwoMlpHead(box_cfg(False))
+    head = TwoMlpHead(*box_args(False))
     names = ("cls_logit", "bbox_delta", "label", "bbox_target", "bbox_weight")
     loss = head.get_loss(*(mx.sym.var(n) for n in names))
     group = mx.sym.Group([loss["bbox_cls_loss"], loss["bbox_reg_loss"]])

@@ -17,10 +17,7 @@ __all__ = [
 ]
 
 
-def build_backbone(cfg):
-    """The backbone of a FasterRcnnConfig: c2..c5 with an FPN neck, c2..c4 for the C4 layout.
-
-    SyncBatchNorm synchronizes over ``cfg.runtime.num_devices`` devices.
-    """
-    return ResNet.from_config(cfg.backbone, num_devices=cfg.runtime.num_devices,
-                              last_stage=cfg.layout().backbone_last_stage)
+def build_backbone(backbone_cfg, last_stage=4, num_devices=1):
+    """The backbone of a ``backbone`` section, built up to ``last_stage`` (4: c2..c5, as with an
+    FPN neck; 3: c2..c4, the C4 layout). SyncBatchNorm synchronizes over ``num_devices``."""
+    return ResNet.from_config(backbone_cfg, num_devices=num_devices, last_stage=last_stage)

@@ -28,14 +28,18 @@ class BboxHead:
     """Box classification and regression on pooled RoI features.
 
     Args:
-        cfg: the FasterRcnnConfig (reads bbox_head, test, num_classes).
+        head_cfg: its section (``cfg.bbox_head``: fc_dim, class_agnostic, reg_mean/reg_std,
+            c5_stride).
+        num_classes: K, classes including background.
+        test_cfg: the post-processing settings (``cfg.test``: score_thresh, nms_iou, max_det).
         prefix: name prefix of the head's layers and parameters.
     """
 
-    def __init__(self, cfg, prefix="bbox_"):
-        self.cfg = cfg
-        self.num_classes = cfg.num_classes
-        self.class_agnostic = cfg.bbox_head.class_agnostic
+    def __init__(self, head_cfg, num_classes, test_cfg, prefix="bbox_"):
+        self.head_cfg = head_cfg
+        self.test_cfg = test_cfg
+        self.num_classes = int(num_classes)
+        self.class_agnostic = head_cfg.class_agnostic
         self.prefix = prefix
 
     def _head_feature(self, roi_feat):
@@ -69,11 +73,11 @@ class BboxHead:
 
     def get_prediction(self, cls_logit, bbox_delta, rois, im_info):
         """Softmax, decode, per-class NMS: dets (B, max_det, 6); see the module docstring."""
-        cfg = self.cfg
+        head, test = self.head_cfg, self.test_cfg
         with mx.name.Prefix(self.prefix):
             cls_prob = mx.sym.softmax(cls_logit, axis=-1, name="cls_prob")
         return detection_postprocess(
-            rois, cls_prob, bbox_delta, im_info, bbox_means=cfg.bbox_head.reg_mean,
-            bbox_stds=cfg.bbox_head.reg_std, score_thresh=cfg.test.score_thresh,
-            nms_threshold=cfg.test.nms_iou, max_det=cfg.test.max_det,
+            rois, cls_prob, bbox_delta, im_info, bbox_means=head.reg_mean,
+            bbox_stds=head.reg_std, score_thresh=test.score_thresh,
+            nms_threshold=test.nms_iou, max_det=test.max_det,
             class_agnostic=self.class_agnostic, name="dets")

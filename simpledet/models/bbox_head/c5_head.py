@@ -19,17 +19,17 @@ class C5Head(BboxHead):
     """res5 + global average pooling.
 
     Args:
-        cfg: the FasterRcnnConfig.
+        head_cfg, num_classes, test_cfg: as BboxHead.
         backbone: the ResNet whose ``res5`` builds the stage (same variant and normalizer).
         prefix: name prefix of the pooling and predictor layers.
     """
 
-    def __init__(self, cfg, backbone, prefix="bbox_"):
-        super().__init__(cfg, prefix)
+    def __init__(self, head_cfg, num_classes, test_cfg, backbone, prefix="bbox_"):
+        super().__init__(head_cfg, num_classes, test_cfg, prefix)
         self.backbone = backbone
 
     def _head_feature(self, roi_feat):
-        res5 = self.backbone.res5(roi_feat, stride=self.cfg.bbox_head.c5_stride)
+        res5 = self.backbone.res5(roi_feat, stride=self.head_cfg.c5_stride)
         with mx.name.Prefix(self.prefix):
             pooled = mx.sym.Pooling(res5, kernel=(1, 1), global_pool=True, pool_type="avg",
                                     name="pool")

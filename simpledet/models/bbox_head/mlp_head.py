@@ -13,10 +13,10 @@ _FC_INIT = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=3)
 
 
 class TwoMlpHead(BboxHead):
-    """Two shared fc layers of ``cfg.bbox_head.fc_dim`` units."""
+    """Two shared fc layers of ``head_cfg.fc_dim`` units (arguments: see BboxHead)."""
 
     def _head_feature(self, roi_feat):
-        dim = self.cfg.bbox_head.fc_dim
+        dim = self.head_cfg.fc_dim
         with mx.name.Prefix(self.prefix):
             flat = mx.sym.flatten(roi_feat, name="flatten")
             fc1 = self._fc(flat, "fc1", dim, _FC_INIT)

@@ -5,10 +5,10 @@ from simpledet.models.neck.fpn import FpnNeck
 __all__ = ["FpnNeck", "IdentityNeck", "Neck", "build_neck"]
 
 
-def build_neck(cfg):
-    """The neck of a FasterRcnnConfig: FpnNeck for neck.type 'fpn', IdentityNeck for 'none'."""
-    if cfg.neck.type == "fpn":
+def build_neck(neck_cfg):
+    """The neck of a ``neck`` section: FpnNeck for type 'fpn', IdentityNeck for 'none'."""
+    if neck_cfg.type == "fpn":
         # The loader pads every input to a multiple of 32 (engine.build.SIZE_DIVISOR), so the
         # upsampled maps match the finer levels exactly and need no crop.
-        return FpnNeck(cfg.neck.channels, crop=False)
+        return FpnNeck(neck_cfg.channels, crop=False)
     return IdentityNeck()

@@ -32,24 +32,30 @@ class RpnHead(RpnHeadBase):
     """RPN over one (C4) or several (FPN) levels.
 
     Args:
-        cfg: the FasterRcnnConfig (reads rpn, roi_sampler, bbox_head.reg_mean/reg_std/
-            class_agnostic, num_classes).
+        rpn_cfg: its section (``cfg.rpn``: anchors, head width, proposal counts and NMS).
         level_names: names of the input maps, ascending stride (e.g. p2..p6, or c4); they
             name the per-level ops.
         feature_strides: the strides of those maps (``cfg.rpn_feature_strides``).
+        sampler_cfg: the ``roi_sampler`` section, for get_sampled_proposal (None: the head
+            only scores and proposes).
+        num_classes: K including background, for get_sampled_proposal.
+        box_cfg: the ``bbox_head`` section, whose reg_mean / reg_std / class_agnostic encode the
+            sampled RoIs' regression targets, for get_sampled_proposal.
         prefix: name prefix of the head's layers and parameters.
     """
 
-    def __init__(self, cfg, level_names, feature_strides, prefix="rpn_"):
+    def __init__(self, rpn_cfg, level_names, feature_strides, *, sampler_cfg=None,
+                 num_classes=None, box_cfg=None, prefix="rpn_"):
         if len(level_names) != len(feature_strides):
             raise ValueError(f"RpnHead: {len(level_names)} level names {tuple(level_names)} but "
                              f"{len(feature_strides)} strides {tuple(feature_strides)}")
-        self.cfg = cfg
+        self.rpn_cfg = rpn_cfg
+        self.sampler_cfg, self.num_classes, self.box_cfg = sampler_cfg, num_classes, box_cfg
         self.level_names = tuple(level_names)
         self.feature_strides = tuple(feature_strides)
-        self.num_anchors = cfg.rpn.num_anchors
+        self.num_anchors = rpn_cfg.num_anchors
         self.prefix = prefix
-        if not cfg.roi_sampler.add_gt_as_proposals:
+        if sampler_cfg is not None and not sampler_cfg.add_gt_as_proposals:
             warnings.warn("roi_sampler.add_gt_as_proposals=False is not supported by "
                           "simpledet.ops.proposal_target yet (it always appends the gt boxes "
                           "to the candidates); training samples from proposals + gt",
@@ -71,7 +77,7 @@ class RpnHead(RpnHeadBase):
             for level, feature in zip(self.level_names, features):
                 weight, bias = shared["conv_3x3"]
                 conv = mx.sym.Convolution(feature, weight=weight, bias=bias, kernel=(3, 3),
-                                          pad=(1, 1), num_filter=self.cfg.rpn.conv_channels,
+                                          pad=(1, 1), num_filter=self.rpn_cfg.conv_channels,
                                           name=f"conv_3x3_{level}")
                 conv = mx.sym.Activation(conv, act_type="relu", name=f"relu_{level}")
                 weight, bias = shared["cls_logit"]
@@ -106,7 +112,7 @@ class RpnHead(RpnHeadBase):
 
     def get_all_proposal(self, cls_logits, bbox_deltas, im_info, training):
         """Proposals (B * post_nms, 5) with the train or test pre/post-NMS counts."""
-        rpn = self.cfg.rpn
+        rpn = self.rpn_cfg
         pre_nms = rpn.train_pre_nms if training else rpn.test_pre_nms
         post_nms = rpn.train_post_nms if training else rpn.test_post_nms
         with mx.name.Prefix(self.prefix):
@@ -124,15 +130,17 @@ class RpnHead(RpnHeadBase):
 
     def get_sampled_proposal(self, rois, gt_boxes):
         """RoIs sampled for the box head with their targets; see rpn/base.py."""
-        cfg = self.cfg
-        sampler = cfg.roi_sampler
+        sampler, box = self.sampler_cfg, self.box_cfg
+        if sampler is None or box is None or self.num_classes is None:
+            raise ValueError("RpnHead.get_sampled_proposal needs sampler_cfg, num_classes and "
+                             "box_cfg")
         with mx.name.Prefix(self.prefix):
             outputs = proposal_target(
-                rois, gt_boxes, num_classes=cfg.num_classes,
+                rois, gt_boxes, num_classes=self.num_classes,
                 image_rois=sampler.batch_per_image, fg_fraction=sampler.fg_fraction,
                 fg_thresh=sampler.fg_iou, bg_thresh_hi=sampler.bg_iou_hi,
-                bg_thresh_lo=sampler.bg_iou_lo, bbox_means=cfg.bbox_head.reg_mean,
-                bbox_stds=cfg.bbox_head.reg_std, class_agnostic=cfg.bbox_head.class_agnostic,
+                bg_thresh_lo=sampler.bg_iou_lo, bbox_means=box.reg_mean,
+                bbox_stds=box.reg_std, class_agnostic=box.class_agnostic,
                 name="proposal_target")
             names = ("rois", "label", "bbox_target", "bbox_weight")
             return tuple(mx.sym.BlockGrad(out, name=f"sampled_{n}")
