@@ -1,7 +1,9 @@
-"""Typed, validated experiment configs: the schema mechanism, the Faster R-CNN schema, and
-loading / overriding / dumping / diffing config files. See DESIGN.md and ``config/``.
+"""Typed, validated experiment configs: the schema mechanism, the settings every family shares
+(``common.DetectorConfig``), the Faster R-CNN schema, and loading / overriding / dumping /
+diffing config files. See DESIGN.md and ``config/``.
 """
-from simpledet.config.faster_rcnn import COCO_CLASS_NAMES, FasterRcnnConfig
+from simpledet.config.common import COCO_CLASS_NAMES, DetectorConfig
+from simpledet.config.faster_rcnn import FasterRcnnConfig
 from simpledet.config.loader import (
     add_config_arguments,
     apply_overrides,
@@ -17,7 +19,8 @@ from simpledet.config.loader import (
 from simpledet.config.schema import ConfigError, ConfigKeyError, Section, field
 
 __all__ = [
-    "COCO_CLASS_NAMES", "ConfigError", "ConfigKeyError", "FasterRcnnConfig", "Section",
+    "COCO_CLASS_NAMES", "ConfigError", "ConfigKeyError", "DetectorConfig", "FasterRcnnConfig",
+    "Section",
     "add_config_arguments", "apply_overrides", "config_to_json", "config_to_python",
     "diff_configs", "dump_config", "exit_on_config_error", "field", "format_diff",
     "load_config", "parse_override",

@@ -47,7 +47,7 @@ class LrSchedule:
 
     @classmethod
     def from_config(cls, cfg):
-        """The schedule of a FasterRcnnConfig (cfg.lr, cfg.warmup_lr, cfg.lr_steps,
+        """The schedule of a DetectorConfig (cfg.lr, cfg.warmup_lr, cfg.lr_steps,
         cfg.train.lr_policy, ...)."""
         return cls(base_lr=cfg.lr, max_iter=cfg.max_iter, warmup_iters=cfg.train.warmup_iters,
                    warmup_lr=cfg.warmup_lr, steps=tuple(cfg.lr_steps), decay=cfg.train.lr_decay,

@@ -339,7 +339,9 @@ def check_contexts(cfg, contexts):
         raise PrecisionError(f"precision=fp16 with num_machines={cfg.runtime.num_machines} is "
                              "not supported: machines would disagree on skipped loss-scale "
                              "steps; use precision=fp32 or bf16 across machines")
-    if cfg.backbone.normalizer == "syncbn" and len(contexts) != cfg.runtime.num_devices:
+    backbone = cfg.get("backbone") if "backbone" in cfg.field_names() else None
+    syncbn = backbone is not None and backbone.normalizer == "syncbn"
+    if syncbn and len(contexts) != cfg.runtime.num_devices:
         raise ValueError(f"backbone.normalizer='syncbn' synchronizes {cfg.runtime.num_devices} "
                          f"devices (runtime.device_ids {cfg.runtime.device_ids}) but training "
                          f"runs on {len(contexts)} contexts {[str(c) for c in contexts]}; set "
@@ -349,7 +351,7 @@ def check_contexts(cfg, contexts):
 def build_trainer(cfg, detector, loader, contexts, *, experiment_dir=None, max_iter=None,
                   hooks=None, schedule=None, step=None, load_pretrained_weights=True,
                   kvstore=None):
-    """A Trainer for a detector and a FasterRcnnConfig.
+    """A Trainer for a detector (simpledet.detectors.base.Detector) and its config.
 
     Args:
         cfg: frozen config (train, runtime, seed, pretrain, experiment_dir).
