@@ -13,6 +13,7 @@ COCO bbox [x, y, w, h] becomes [x, y, x + w - 1, y + h - 1], clipped to the imag
 w or h < 1 (or lying outside the image) are dropped, counted in ``CocoDataset.stats`` and named
 (annotation and image ids) in a warning.
 """
+import dataclasses
 import hashlib
 import json
 import logging
@@ -49,6 +50,25 @@ def coco_paths(root, split):
     root = os.path.abspath(os.path.expanduser(str(root)))
     return (os.path.join(root, "annotations", f"instances_{split}.json"),
             os.path.join(root, "images", split))
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetPaths:
+    """Where a built dataset (shapes, photos) lives, in the COCO layout of coco_paths."""
+    root: str
+    params: dict
+
+    def split(self, name):
+        """(ann_file, image_dir) of split ``name`` ("train" or "val")."""
+        return coco_paths(self.root, name)
+
+    @property
+    def train(self):
+        return self.split("train")
+
+    @property
+    def val(self):
+        return self.split("val")
 
 
 def load_json(path, what="JSON file"):

@@ -55,7 +55,7 @@ import zlib
 
 import numpy as np
 
-from simpledet.data.coco import DatasetError, coco_paths
+from simpledet.data.coco import DatasetError, DatasetPaths, coco_paths
 from simpledet.data.shapes import default_cache_root
 
 CONTENT_VERSION = 1  # bump whenever any output byte changes: existing copies are rebuilt
@@ -414,25 +414,6 @@ def threshold_coin_boxes(gray):
 
 # ---- the dataset ----------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class PhotosPaths:
-    """Where a built photos dataset lives."""
-    root: str
-    params: dict
-
-    def split(self, name):
-        """(ann_file, image_dir) of split ``name`` ("train" or "val")."""
-        return coco_paths(self.root, name)
-
-    @property
-    def train(self):
-        return self.split("train")
-
-    @property
-    def val(self):
-        return self.split("val")
-
-
 def photos_params():
     """What determines the dataset's content (stored in params.json)."""
     return {"dataset": "photos", "content_version": CONTENT_VERSION}
@@ -502,7 +483,7 @@ def ensure_photos_dataset(root=None):
         root: the dataset folder; default :func:`photos_root`.
 
     Returns:
-        PhotosPaths.
+        DatasetPaths.
 
     Raises:
         DatasetError: a source photo is missing (the message names the pip install that
@@ -512,7 +493,7 @@ def ensure_photos_dataset(root=None):
     root = os.path.abspath(os.path.expanduser(str(photos_root(params) if root is None else root)))
     state = _state(root, params)
     if state == "current":
-        return PhotosPaths(root, params)
+        return DatasetPaths(root, params)
     parent, base = os.path.split(root)
     os.makedirs(parent, exist_ok=True)
     prefix = f".{base}.tmp-"
@@ -525,7 +506,7 @@ def ensure_photos_dataset(root=None):
             json.dump(params, f, indent=1, sort_keys=True)
         if state == "outdated":
             if _state(root, params) == "current":  # another process replaced it meanwhile
-                return PhotosPaths(root, params)
+                return DatasetPaths(root, params)
             old = tempfile.mkdtemp(dir=parent, prefix=prefix)
             os.rename(root, os.path.join(old, base))
         elif os.path.isdir(root):
@@ -539,7 +520,7 @@ def ensure_photos_dataset(root=None):
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    return PhotosPaths(root, params)
+    return DatasetPaths(root, params)
 
 
 def _remove_stale_temps(parent, prefix):

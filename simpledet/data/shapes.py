@@ -21,7 +21,6 @@ What an image holds (default 256x320, HxW, a size CPU training handles):
 Masks are rasterised with pycocotools from the very polygons written to the json, and those
 pixels are the ones painted, so a perfect detector gets bbox and segm AP 1.0.
 """
-import dataclasses
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ import time
 
 import numpy as np
 
-from simpledet.data.coco import DatasetError, coco_paths
+from simpledet.data.coco import DatasetError, DatasetPaths, coco_paths
 
 GENERATOR_VERSION = 1  # bump when the output for a given seed changes
 DEFAULT_SIZE = (256, 320)  # (height, width)
@@ -216,25 +215,6 @@ def write_split(root, split, count, *, seed, size, image_format):
     return ann_file
 
 
-@dataclasses.dataclass(frozen=True)
-class ShapesPaths:
-    """Where a generated shapes dataset lives."""
-    root: str
-    params: dict
-
-    def split(self, name):
-        """(ann_file, image_dir) of split ``name`` ("train" or "val")."""
-        return coco_paths(self.root, name)
-
-    @property
-    def train(self):
-        return self.split("train")
-
-    @property
-    def val(self):
-        return self.split("val")
-
-
 def shapes_params(train, val, seed, size, image_format):
     """The parameters that determine a dataset's content (stored in params.json)."""
     if image_format not in ("jpg", "png"):
@@ -294,7 +274,7 @@ def ensure_shapes_dataset(root=None, *, train=1000, val=200, seed=0, size=DEFAUL
         image_format: "jpg" (small files) or "png" (lossless).
 
     Returns:
-        ShapesPaths.
+        DatasetPaths.
     """
     params = shapes_params(train, val, seed, size, image_format)
     if root is None:
@@ -325,11 +305,11 @@ def ensure_shapes_dataset(root=None, *, train=1000, val=200, seed=0, size=DEFAUL
             return existing
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return ShapesPaths(root, params)
+    return DatasetPaths(root, params)
 
 
 def _check_existing(root, params):
-    """ShapesPaths if ``root`` holds this exact dataset; None if absent or an empty folder."""
+    """DatasetPaths if ``root`` holds this exact dataset; None if absent or an empty folder."""
     if not os.path.exists(root) or (os.path.isdir(root) and not os.listdir(root)):
         return None
     found = _read_params(root)
@@ -341,4 +321,4 @@ def _check_existing(root, params):
         raise DatasetError(f"{os.path.join(root, _PARAMS_FILE)}: dataset was generated with "
                            f"other parameters (found, wanted): {diff}; delete it or choose "
                            f"another folder")
-    return ShapesPaths(root, params)
+    return DatasetPaths(root, params)

@@ -11,30 +11,13 @@ import time
 import uuid
 
 import pytest
+from test_distributed import MARK, marked_processes  # a mark in each test's processes
 
 from simpledet.engine import launcher
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 LAUNCH = os.path.join(REPO, "scripts", "dist_launch.py")
-MARK = "SIMPLEDET_LAUNCHER_TEST_MARK"  # in every process a test starts; leftovers found by it
-
-
-def marked_processes(mark):
-    """Pids of live processes whose environment holds MARK=mark (zombies excluded)."""
-    needle = f"{MARK}={mark}".encode()
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ and state != "Z":
-            found.append(int(pid))
-    return found
 
 
 def wait_until_gone(mark, seconds=5.0):
