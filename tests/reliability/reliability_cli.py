@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -72,6 +73,13 @@ def experiment_dir(output_root):
     return os.path.join(str(output_root), "faster_fpn")
 
 
+def _interruptible():
+    """In the child before exec: SIGINT back to its default, as under a terminal. A shell runs
+    background jobs (``cmd &``, CI scripts under nohup) with SIGINT ignored, children inherit
+    that, and Python then installs no KeyboardInterrupt handler: Ctrl-C could not be tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli_env():
     # One OpenMP thread: the machine is shared, and the tiny graph gains nothing from more.
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -111,7 +119,8 @@ class LiveRun:
         self.stderr_path = stderr_path
         self.proc = subprocess.Popen([sys.executable, script_path(script), *map(str, args)],
                                      cwd=str(cwd), stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True, env=cli_env())
+                                     stderr=self._stderr, text=True, env=cli_env(),
+                                     preexec_fn=_interruptible)
         self.lines = []
         self._queue = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
