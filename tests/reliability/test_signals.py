@@ -65,11 +65,9 @@ def test_ctrl_c_exits_and_leaves_no_child_process(data_root, tmp_path):
         assert loader_workers(live.proc.pid) and len(children) >= 3  # forkserver, worker, ...
         os.kill(live.proc.pid, signal.SIGINT)
         try:
-            # generous: on a loaded machine the loader and MXNet shut down slowly (once seen
-            # past 30 s with two trainings beside the suite)
-            code, stdout, stderr = live.finish(timeout=90)
+            code, stdout, stderr = live.finish(timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"still running 90 s after SIGINT; stderr:\n{live.stderr()[-3000:]}")
+            pytest.fail(f"still running 30 s after SIGINT; stderr:\n{live.stderr()[-3000:]}")
     finally:
         live.kill()
     assert code == 130, stderr[-3000:]
