@@ -17,8 +17,9 @@ import time
 import cv2
 import numpy as np
 
-from simpledet.data.anchor_target import assign_anchor_targets, feature_levels
+from simpledet.data.anchor_target import feature_levels
 from simpledet.data.loader import DetectionLoader
+from simpledet.data.targets import ImageSample, RpnAnchorAssigner
 from simpledet.data.transforms import (
     bucket_shape,
     normalize_pad_chw,
@@ -55,17 +56,16 @@ def make_records(directory, count, height, width, seed=0):
     return records
 
 
-def anchor_params():
-    return {"levels_fn": functools.partial(feature_levels, strides=FPN_STRIDES),
-            "scales": (8,), "ratios": (0.5, 1, 2), "batch_size": 256, "fg_fraction": 0.5,
-            "allowed_border": 0}
+def rpn_assigner():
+    return RpnAnchorAssigner(functools.partial(feature_levels, strides=FPN_STRIDES), (8,),
+                             (0.5, 1, 2), batch_size=256, fg_fraction=0.5, allowed_border=0)
 
 
 def stage_times(records, short, long, repeats=5):
     """Milliseconds per image of each stage, in this process."""
     totals = dict.fromkeys(["read", "resize", "flip", "normalize_pad", "anchor_targets"], 0.0)
     rng = np.random.default_rng(0)
-    params = anchor_params()
+    assigner = rpn_assigner()
     for record in records[:repeats]:
         t0 = time.perf_counter()
         image = read_image(record["file_name"], (record["height"], record["width"]))
@@ -78,8 +78,10 @@ def stage_times(records, short, long, repeats=5):
         bucket = bucket_shape(record["height"], record["width"], short, long)
         normalize_pad_chw(image, MEAN, STD, bucket)
         t4 = time.perf_counter()
-        assign_anchor_targets(boxes, im_info, params["levels_fn"](*bucket), params["scales"],
-                              params["ratios"], rng=rng)
+        sample = ImageSample(boxes=boxes, classes=record["classes"],
+                             crowd_boxes=record["crowd_boxes"], im_info=im_info, bucket=bucket)
+        assigner.assign(sample, rng, {name: np.empty(shape, dtype) for name, (shape, dtype)
+                                      in assigner.outputs(*bucket).items()})
         t5 = time.perf_counter()
         for key, seconds in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             totals[key] += seconds
@@ -103,7 +105,7 @@ def main():
         stages = stage_times(records, 800, 1333)
         loader = DetectionLoader(
             records, batch_size=args.batch_size, short_sides=(800,), long_side=1333,
-            mean=MEAN, std=STD, anchor_params=anchor_params(), num_workers=args.workers,
+            mean=MEAN, std=STD, assigners=[rpn_assigner()], num_workers=args.workers,
             prefetch=max(4, 2 * args.workers), seed=0)
         with loader:
             seen, start = 0, None

@@ -63,7 +63,7 @@ def build_train_step(cfg, detector, context, sample, bucket, workdir):
     trainer = build_trainer(cfg, detector, None, [context], experiment_dir=workdir, hooks=[],
                             schedule=LrSchedule(base_lr=TIMING_LR, max_iter=cfg.max_iter),
                             load_pretrained_weights=False)
-    batch = synthetic.training_batch(cfg, detector.rpn_levels(*bucket), sample, bucket,
+    batch = synthetic.training_batch(cfg, detector.target_assigners([bucket]), sample, bucket,
                                      seed=cfg.seed)
     batch.update(trainer.step.extra_inputs(len(sample.images)))  # fp16: the loss scale input
     data_batch = to_data_batch(batch, trainer.data_names)

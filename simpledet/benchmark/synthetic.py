@@ -4,16 +4,17 @@ scripts/bench_loader.py).
 
 The batch is what the loader would give for random images of exactly the benchmark size (so no
 resize is needed): random RGB pixels normalized with the config's pixel mean/std and padded to
-the bucket, a few random ground-truth boxes, and RPN anchor targets from the package's own
-``assign_anchor_targets`` with the config's RPN settings. The GluonCV peer gets the same raw
-images and boxes and makes its own targets (see simpledet.benchmark.gluoncv_peer).
+the bucket, a few random ground-truth boxes, and the targets of the detector's own assigners
+(``target_assigners``: for Faster R-CNN the RPN anchor targets of the config's RPN settings).
+The GluonCV peer gets the same raw images and boxes and makes its own targets (see
+simpledet.benchmark.gluoncv_peer).
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-from simpledet.data.anchor_target import assign_anchor_targets, num_level_anchors
 from simpledet.data.layout import batch_layout
+from simpledet.data.targets import ImageSample
 from simpledet.data.transforms import normalize_pad_chw
 
 BOXES_PER_IMAGE = 4
@@ -72,20 +73,21 @@ def inference_batch(cfg, sample, bucket):
     return {"data": data, "im_info": im_info}
 
 
-def training_batch(cfg, levels, sample, bucket, seed=0):
+def training_batch(cfg, assigners, sample, bucket, seed=0):
     """The training inputs the loader would build for ``sample`` (the layout of
-    simpledet.data.layout): data, im_info, gt_boxes padded with -1, rpn_label/target/weight.
+    simpledet.data.layout): data, im_info, gt_boxes padded with -1, then the assigners' arrays
+    (Faster R-CNN: rpn_label/target/weight).
 
     Args:
-        cfg: the frozen config (input.max_num_gt, rpn.*, backbone pixel mean/std).
-        levels: the detector's ``rpn_levels(*bucket)``.
+        cfg: the frozen config (input.max_num_gt, backbone pixel mean/std).
+        assigners: the detector's ``target_assigners([bucket])``.
         sample: SyntheticImages.
         bucket: (Hb, Wb) padded input shape.
+        seed: seeds the one random stream all images' assigners draw from.
     """
     batch = inference_batch(cfg, sample, bucket)
-    num_anchors = num_level_anchors(levels, cfg.rpn.anchor_scales, cfg.rpn.anchor_ratios)
-    layout = batch_layout(len(sample.images), *bucket, cfg.input.max_num_gt, num_anchors)
-    for name in ("gt_boxes", "rpn_label", "rpn_target", "rpn_weight"):
+    layout = batch_layout(len(sample.images), *bucket, cfg.input.max_num_gt, assigners)
+    for name in ("gt_boxes", *(n for a in assigners for n in a.names)):
         shape, dtype = layout[name]
         batch[name] = np.full(shape, -1 if name == "gt_boxes" else 0, dtype=dtype)
     rng = np.random.default_rng(seed)
@@ -93,11 +95,9 @@ def training_batch(cfg, levels, sample, bucket, seed=0):
         kept = min(len(boxes), cfg.input.max_num_gt)
         batch["gt_boxes"][slot, :kept, :4] = boxes[:kept]
         batch["gt_boxes"][slot, :kept, 4] = classes[:kept]
-        assign_anchor_targets(
-            boxes, batch["im_info"][slot], levels, cfg.rpn.anchor_scales,
-            cfg.rpn.anchor_ratios, pos_thresh=cfg.rpn.pos_iou, neg_thresh=cfg.rpn.neg_iou,
-            batch_size=cfg.rpn.batch_per_image, fg_fraction=cfg.rpn.fg_fraction,
-            allowed_border=cfg.rpn.allowed_border, rng=rng,
-            out={"labels": batch["rpn_label"][slot], "targets": batch["rpn_target"][slot],
-                 "weights": batch["rpn_weight"][slot]})
+        image = ImageSample(boxes=np.asarray(boxes, np.float32), classes=classes,
+                            crowd_boxes=np.zeros((0, 4), np.float32),
+                            im_info=batch["im_info"][slot], bucket=tuple(bucket))
+        for assigner in assigners:
+            assigner.assign(image, rng, {name: batch[name][slot] for name in assigner.names})
     return batch

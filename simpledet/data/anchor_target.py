@@ -10,7 +10,11 @@ The rules are py-faster-rcnn's AnchorTargetLayer (as the original SimpleDet uses
    positive (1): py-faster-rcnn's and detectron2's low-quality matches; min_pos_iou > 0
    (mmdetection's RPN uses 0.3) leaves a gt too small or odd for any anchor without them;
 4. anchors with max IoU >= pos_thresh are positive (1); the rest stay ignored (-1);
-5. sampling keeps at most fg_fraction * batch_size positives and fills batch_size with
+5. crowd regions (COCO iscrowd=1 boxes) are ignore regions: a negative (0) anchor whose
+   intersection with one crowd box covers more than crowd_iof of its own area (IoF, "+1"
+   areas; detectron2 and SimpleDet use 0.5) becomes ignored (-1); positives are kept, and
+   without crowd boxes (or with crowd_iof None) nothing changes;
+6. sampling keeps at most fg_fraction * batch_size positives and fills batch_size with
    negatives; the excess is set to -1 at random.
 
 Output layout, which the RPN loss in the graph reshapes: per level (stride, H, W) with
@@ -91,8 +95,9 @@ def _gt_xyxy(gt_boxes):
 
 
 def label_anchors(gt_boxes, im_info, levels, scales, ratios, *, pos_thresh=0.7,
-                  neg_thresh=0.3, allowed_border=0, min_pos_iou=0.0):
-    """Labels before sampling (rules 1-4 of the module docstring).
+                  neg_thresh=0.3, allowed_border=0, min_pos_iou=0.0, crowd_boxes=None,
+                  crowd_iof=0.5):
+    """Labels before sampling (rules 1-5 of the module docstring).
 
     Gives exactly what a dense IoU matrix of all inside anchors against all gt would, without
     building it: on a grid, an anchor's overlap width depends only on its column and its
@@ -103,6 +108,9 @@ def label_anchors(gt_boxes, im_info, levels, scales, ratios, *, pos_thresh=0.7,
         gt_boxes: (G, >=4) [x1, y1, x2, y2, ...] in resized-image pixels; G may be 0.
         im_info: [height, width, scale] of the resized image.
         levels, scales, ratios: the anchors, see level_anchors.
+        crowd_boxes: None or (M, >=4) crowd regions in resized-image pixels; M may be 0.
+        crowd_iof: the IoF above which a negative anchor inside a crowd region is ignored
+            (rule 5); None disables the rule.
 
     Returns:
         labels (N,) int8 in {1, 0, -1}; matched (N,) int64, index of the first gt with the
@@ -115,16 +123,43 @@ def label_anchors(gt_boxes, im_info, levels, scales, ratios, *, pos_thresh=0.7,
     gt = _gt_xyxy(gt_boxes)
     if len(gt) == 0:
         labels[inside] = 0
-        return labels, matched
-    max_iou, argmax, is_best = _grid_overlaps(anchors, levels, len(scales) * len(ratios), gt,
-                                              inside, min_pos_iou)
-    inside_labels = np.full(len(anchors), -1, dtype=np.int8)
-    inside_labels[max_iou < neg_thresh] = 0
-    inside_labels[is_best] = 1
-    inside_labels[max_iou >= pos_thresh] = 1
-    labels[inside] = inside_labels[inside]
-    matched[inside] = argmax[inside]
+    else:
+        max_iou, argmax, is_best = _grid_overlaps(anchors, levels, len(scales) * len(ratios),
+                                                  gt, inside, min_pos_iou)
+        inside_labels = np.full(len(anchors), -1, dtype=np.int8)
+        inside_labels[max_iou < neg_thresh] = 0
+        inside_labels[is_best] = 1
+        inside_labels[max_iou >= pos_thresh] = 1
+        labels[inside] = inside_labels[inside]
+        matched[inside] = argmax[inside]
+    crowd = _gt_xyxy(crowd_boxes if crowd_boxes is not None else ())
+    if crowd_iof is not None and len(crowd):
+        negative = np.flatnonzero(labels == 0)
+        labels[negative[in_crowd(anchors[negative], crowd, crowd_iof)]] = -1
     return labels, matched
+
+
+def in_crowd(anchors, crowd_boxes, crowd_iof=0.5):
+    """(N,) bool: anchors whose intersection with some crowd box is more than crowd_iof of
+    the anchor's own area (intersection over foreground, "+1" convention, float32).
+
+    Args:
+        anchors: (N, 4) [x1, y1, x2, y2].
+        crowd_boxes: (M, >=4) [x1, y1, x2, y2, ...]; M may be 0 (all False).
+    """
+    anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 4)
+    crowd = _gt_xyxy(crowd_boxes)
+    inside = np.zeros(len(anchors), dtype=bool)
+    if len(crowd) == 0 or len(anchors) == 0:
+        return inside
+    one = np.float32(1)
+    area = (anchors[:, 2] - anchors[:, 0] + one) * (anchors[:, 3] - anchors[:, 1] + one)
+    for box in crowd:  # M is small (a few crowd regions per image): no (N, M) matrix
+        iw = np.minimum(anchors[:, 2], box[2]) - np.maximum(anchors[:, 0], box[0]) + one
+        ih = np.minimum(anchors[:, 3], box[3]) - np.maximum(anchors[:, 1], box[1]) + one
+        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+        inside |= inter > np.float32(crowd_iof) * area
+    return inside
 
 
 def _grid_overlaps(anchors, levels, num_anchors, gt, inside, min_pos_iou=0.0):
@@ -240,7 +275,7 @@ def split_levels(flat, levels, num_anchors, channels_per_anchor=1):
 
 def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thresh=0.7,
                           neg_thresh=0.3, batch_size=256, fg_fraction=0.5, allowed_border=0,
-                          min_pos_iou=0.0, rng, out=None):
+                          min_pos_iou=0.0, crowd_boxes=None, crowd_iof=0.5, rng, out=None):
     """RPN classification and regression targets of one image.
 
     Args:
@@ -248,8 +283,10 @@ def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thre
         im_info: [height, width, scale] of the resized (unpadded) image.
         levels: [(stride, feat_h, feat_w)] -- one entry for C4, five for FPN P2-P6.
         scales, ratios: anchor shapes (simpledet.core.anchors).
-        pos_thresh, neg_thresh, batch_size, fg_fraction, allowed_border, min_pos_iou: see the
-            module docstring.
+        pos_thresh, neg_thresh, batch_size, fg_fraction, allowed_border, min_pos_iou,
+            crowd_iof: see the module docstring.
+        crowd_boxes: None or (M, >=4) crowd (iscrowd) regions in resized-image pixels: ignore
+            regions for negatives (rule 5); M may be 0.
         rng: np.random.Generator used for sampling.
         out: optional dict of preallocated float32 arrays "labels" (N,), "targets" (4N,),
             "weights" (4N,) to fill (the loader passes slices of its batch arrays).
@@ -264,7 +301,8 @@ def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thre
     num_anchors = len(scales) * len(ratios)
     labels, matched = label_anchors(gt_boxes, im_info, levels, scales, ratios,
                                     pos_thresh=pos_thresh, neg_thresh=neg_thresh,
-                                    allowed_border=allowed_border, min_pos_iou=min_pos_iou)
+                                    allowed_border=allowed_border, min_pos_iou=min_pos_iou,
+                                    crowd_boxes=crowd_boxes, crowd_iof=crowd_iof)
     labels = subsample_labels(labels, batch_size, fg_fraction, rng)
     if out is None:
         out = {"labels": np.empty(len(labels), dtype=np.float32),

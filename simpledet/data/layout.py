@@ -10,26 +10,29 @@ Every array has the image as axis 0 (Module splits a batch over contexts along i
 - ``im_info`` (B, 3) float32: [input height, input width, scale] of the resized image.
 - ``gt_boxes`` (B, G, 5) float32: [x1, y1, x2, y2, class] in input pixels, rows of -1 padding.
 - ``image_ids`` (B,) int64 and ``valid`` (B,) bool: loader bookkeeping (not graph inputs).
-- with RPN anchor targets (training), for the N anchors of the bucket in (level, a, y, x)
-  order: ``rpn_label`` (B, N) float32 (1 fg, 0 bg, -1 ignored), ``rpn_target`` and
-  ``rpn_weight`` (B, 4N) float32 (see simpledet.data.anchor_target).
+- in training, the arrays of the detector's target assigners (simpledet.data.targets), each
+  (B, *shape) as the assigner declares it for the bucket; e.g. the RPN anchor targets
+  ``rpn_label`` (B, N) and ``rpn_target`` / ``rpn_weight`` (B, 4N) float32.
 """
 import numpy as np
 
-__all__ = ["GRAPH_INPUTS", "batch_layout", "batch_shapes"]
+__all__ = ["IMAGE_INPUTS", "batch_layout", "batch_shapes", "graph_inputs"]
 
-# The batch keys that are graph inputs (the rest is loader bookkeeping).
-GRAPH_INPUTS = ("data", "im_info", "gt_boxes", "rpn_label", "rpn_target", "rpn_weight")
+# The graph inputs every batch has (the assigners add theirs; image_ids and valid are not inputs).
+IMAGE_INPUTS = ("data", "im_info", "gt_boxes")
 
 
-def batch_layout(batch_size, bucket_h, bucket_w, max_gt, num_anchors=None):
+def batch_layout(batch_size, bucket_h, bucket_w, max_gt, assigners=()):
     """{name: (shape, dtype)} of one batch.
 
     Args:
         batch_size: images in the batch (B).
         bucket_h, bucket_w: the padded input shape (Hb, Wb).
         max_gt: ground-truth rows per image (G).
-        num_anchors: anchors of the bucket (N) to add the RPN targets, or None.
+        assigners: target assigners (simpledet.data.targets) whose outputs the batch holds.
+
+    Raises:
+        ValueError: two assigners (or an assigner and the image arrays) declare one name.
     """
     size, height, width = int(batch_size), int(bucket_h), int(bucket_w)
     layout = {
@@ -39,15 +42,24 @@ def batch_layout(batch_size, bucket_h, bucket_w, max_gt, num_anchors=None):
         "image_ids": ((size,), np.int64),
         "valid": ((size,), np.bool_),
     }
-    if num_anchors is not None:
-        num = int(num_anchors)
-        layout.update(rpn_label=((size, num), np.float32),
-                      rpn_target=((size, 4 * num), np.float32),
-                      rpn_weight=((size, 4 * num), np.float32))
+    for assigner in assigners:
+        for name, (shape, dtype) in assigner.outputs(height, width).items():
+            if name in layout:
+                raise ValueError(f"{type(assigner).__name__} declares the batch array {name!r}, "
+                                 "which the batch already has")
+            layout[name] = ((size, *(int(s) for s in shape)), dtype)
     return layout
 
 
-def batch_shapes(names, batch_size, bucket_h, bucket_w, max_gt, num_anchors=None):
+def graph_inputs(assigners=()):
+    """The batch keys that are graph inputs: the image arrays, then each assigner's outputs."""
+    names = list(IMAGE_INPUTS)
+    for assigner in assigners:
+        names.extend(n for n in assigner.names if n not in names)
+    return tuple(names)
+
+
+def batch_shapes(names, batch_size, bucket_h, bucket_w, max_gt, assigners=()):
     """{name: shape} of the listed graph inputs (for bind / infer_shape), in ``names`` order."""
-    layout = batch_layout(batch_size, bucket_h, bucket_w, max_gt, num_anchors)
+    layout = batch_layout(batch_size, bucket_h, bucket_w, max_gt, assigners)
     return {name: layout[name][0] for name in names}

@@ -1,9 +1,10 @@
-"""The detection loader: records -> batches of padded images (+ RPN anchor targets).
+"""The detection loader: records -> batches of padded images (+ the detector's targets).
 
 Design:
 - An epoch's *plan* (which records form which batch, in which order) is a pure function of
   (seed, epoch, records, batch_size, rank, num_parts). Each batch's randomness (scale choice,
-  flip, anchor sampling) is seeded by (seed, epoch, global batch index, slot). So batches do not
+  flip, then the target assigners' sampling) is seeded by (seed, epoch, global batch index,
+  slot). So batches do not
   depend on num_workers or on which worker built them, and a position (epoch, batch index) is
   all a checkpoint needs to resume.
 - Batches are grouped by aspect ratio: landscape images (w >= h) pad to (short, long), portrait
@@ -25,6 +26,7 @@ import mmap
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import pickle
 import signal
 import time
 import traceback
@@ -34,12 +36,13 @@ from multiprocessing import reduction
 import cv2
 import numpy as np
 
-from simpledet.data.anchor_target import assign_anchor_targets, num_level_anchors
 from simpledet.data.coco import DatasetError
 from simpledet.data.layout import batch_layout
+from simpledet.data.targets.base import ImageSample
 from simpledet.data.transforms import (
     bucket_shape,
     choose_short_side,
+    flip_boxes,
     is_landscape,
     normalize_pad_chw,
     random_flip,
@@ -50,9 +53,6 @@ from simpledet.data.transforms import (
 
 logger = logging.getLogger(__name__)
 
-ANCHOR_PARAM_KEYS = {"levels_fn", "scales", "ratios", "pos_thresh", "neg_thresh", "batch_size",
-                     "fg_fraction", "allowed_border", "min_pos_iou"}
-ANCHOR_PARAM_REQUIRED = {"levels_fn", "scales", "ratios"}
 # Seed-sequence tags keep the plan's and the batches' random streams apart.
 _PLAN_STREAM, _BATCH_STREAM = 0, 1
 
@@ -75,13 +75,19 @@ class WorkerDiedError(LoaderError):
 
 
 def _compact_record(record, index):
-    """The fields a worker needs, validated, so bad records fail at construction time."""
+    """The fields a worker needs, validated, so bad records fail at construction time: the
+    image, its boxes and classes, its crowd regions ("crowd_boxes" (M, 4), empty when absent)
+    and the boxes' "segmentations" (polygon lists or RLE dicts as in the json, one per box, or
+    an empty list when the record has none)."""
     try:
         boxes = np.asarray(record["boxes"], dtype=np.float32).reshape(-1, 4)
         classes = np.asarray(record["classes"], dtype=np.int32).reshape(-1)
+        crowd = np.asarray(record.get("crowd_boxes", ()), dtype=np.float32).reshape(-1, 4)
+        segmentations = list(record.get("segmentations") or ())
         compact = {"image_id": int(record["image_id"]), "file_name": str(record["file_name"]),
                    "height": int(record["height"]), "width": int(record["width"]),
-                   "boxes": boxes, "classes": classes}
+                   "boxes": boxes, "classes": classes, "crowd_boxes": crowd,
+                   "segmentations": segmentations}
     except KeyError as err:
         raise ValueError(f"record {index} has no key {err}; expected the record schema of "
                          "simpledet.data (image_id, file_name, height, width, boxes, classes)"
@@ -91,6 +97,9 @@ def _compact_record(record, index):
     if len(boxes) != len(classes):
         raise ValueError(f"record {index} (file {compact['file_name']}): {len(boxes)} boxes but "
                          f"{len(classes)} classes")
+    if segmentations and len(segmentations) != len(boxes):
+        raise ValueError(f"record {index} (file {compact['file_name']}): {len(boxes)} boxes but "
+                         f"{len(segmentations)} segmentations")
     if compact["height"] <= 0 or compact["width"] <= 0:
         raise ValueError(f"record {index} (file {compact['file_name']}): height/width must be "
                          f"positive, got {compact['height']}x{compact['width']}")
@@ -101,7 +110,7 @@ class _Pipeline:
     """Everything that turns planned records into a batch; picklable, shared by all workers."""
 
     def __init__(self, records, *, short_sides, long_side, mean, std, flip, size_divisor,
-                 anchor_params, max_gt, for_training, skip_bad_images):
+                 assigners, max_gt, for_training, skip_bad_images):
         self.records = records
         self.short_sides = tuple(int(s) for s in short_sides)
         self.long_side = int(long_side)
@@ -109,7 +118,7 @@ class _Pipeline:
         self.std = tuple(float(s) for s in std)
         self.flip = bool(flip) and for_training
         self.size_divisor = int(size_divisor)
-        self.anchor_params = dict(anchor_params) if (anchor_params and for_training) else None
+        self.assigners = tuple(assigners) if for_training else ()
         self.max_gt = int(max_gt)
         self.for_training = bool(for_training)
         self.skip_bad_images = bool(skip_bad_images)
@@ -121,26 +130,27 @@ class _Pipeline:
     def _load_image(self, record, rng, out):
         """Reads, resizes, flips and writes one image into out (3, Hb, Wb).
 
-        Returns (im_info (3,), boxes (N, 4) in resized pixels, classes (N,))."""
+        Returns an ImageSample (boxes and crowd regions in resized, flipped pixels)."""
         image = read_image(record["file_name"], (record["height"], record["width"]))
         short = (choose_short_side(rng, self.short_sides) if self.for_training
                  else max(self.short_sides))
         image, im_info = resize_image(image, short, self.long_side)
         boxes = scale_boxes(record["boxes"], im_info)
+        crowd = scale_boxes(record["crowd_boxes"], im_info)
+        flipped = False
         if self.flip:
-            image, boxes, _, _ = random_flip(rng, image, boxes)
+            image, boxes, _, flipped = random_flip(rng, image, boxes)
+            if flipped:
+                crowd = flip_boxes(crowd, image.shape[1])
         normalize_pad_chw(image, self.mean, self.std, out.shape[1:], out=out)
-        return im_info, boxes, record["classes"]
+        return ImageSample(boxes=boxes, classes=record["classes"], crowd_boxes=crowd,
+                           im_info=im_info, bucket=tuple(out.shape[1:]), flipped=flipped,
+                           record=record)
 
     def batch_layout(self, indices):
         """{name: (shape, dtype)} of the batch these records make (simpledet.data.layout)."""
         height, width = self.bucket_of(self.records[indices[0]])
-        num = None
-        if self.anchor_params is not None:
-            params = self.anchor_params
-            num = num_level_anchors(params["levels_fn"](height, width), params["scales"],
-                                    params["ratios"])
-        return batch_layout(len(indices), height, width, self.max_gt, num)
+        return batch_layout(len(indices), height, width, self.max_gt, self.assigners)
 
     def build_batch(self, indices, valid, seed_key, batch=None):
         """Builds one batch.
@@ -171,15 +181,13 @@ class _Pipeline:
         batch["valid"][:] = valid
         meta = {"bad_images": [], "truncated_gt": 0}
         good = []
+        names = [tuple(a.outputs(*bucket)) for a in self.assigners]
         for slot, record in enumerate(records):
             rng = np.random.default_rng([*seed_key, slot])
             try:
-                im_info, boxes, classes = self._load_image(record, rng, batch["data"][slot])
-                if self.anchor_params is not None:
-                    self._anchor_targets(boxes, im_info, bucket, rng, {
-                        "labels": batch["rpn_label"][slot],
-                        "targets": batch["rpn_target"][slot],
-                        "weights": batch["rpn_weight"][slot]})
+                sample = self._load_image(record, rng, batch["data"][slot])
+                for assigner, keys in zip(self.assigners, names):
+                    assigner.assign(sample, rng, {k: batch[k][slot] for k in keys})
             except DatasetError as err:
                 # The reader's messages start with the file name: say it once.
                 reason = str(err).removeprefix(f"{record['file_name']}: ")
@@ -193,11 +201,11 @@ class _Pipeline:
                 raise LoaderError(f"{record['file_name']} (image_id {record['image_id']}): "
                                   f"{type(err).__name__}: {err}") from err
             good.append(slot)
-            batch["im_info"][slot] = im_info
-            kept = min(len(boxes), self.max_gt)
-            meta["truncated_gt"] += len(boxes) - kept
-            batch["gt_boxes"][slot, :kept, :4] = boxes[:kept]
-            batch["gt_boxes"][slot, :kept, 4] = classes[:kept]
+            batch["im_info"][slot] = sample.im_info
+            kept = min(len(sample.boxes), self.max_gt)
+            meta["truncated_gt"] += len(sample.boxes) - kept
+            batch["gt_boxes"][slot, :kept, :4] = sample.boxes[:kept]
+            batch["gt_boxes"][slot, :kept, 4] = sample.classes[:kept]
         if not good:  # every image skipped: no batch
             return None, meta
         # Slots of skipped images repeat the first good image, flagged valid=False.
@@ -206,13 +214,6 @@ class _Pipeline:
                 if name != "valid":
                     array[slot] = array[good[0]]
         return batch, meta
-
-    def _anchor_targets(self, boxes, im_info, bucket, rng, out):
-        params = self.anchor_params
-        levels = params["levels_fn"](*bucket)
-        options = {k: v for k, v in params.items() if k not in ANCHOR_PARAM_REQUIRED}
-        assign_anchor_targets(boxes, im_info, levels, params["scales"], params["ratios"],
-                              rng=rng, out=out, **options)
 
 
 # Batches travel through shared memory: each worker owns "slots" (memfd files, mapped once by
@@ -477,11 +478,10 @@ class DetectionLoader:
         mean, std: per-channel normalization in RGB order, pixel units.
         flip: random horizontal flip (training only).
         size_divisor: bucket sides are rounded up to a multiple of it.
-        anchor_params: None, or a dict with levels_fn(bucket_h, bucket_w) -> [(stride, h, w)],
-            scales, ratios and optionally pos_thresh, neg_thresh, batch_size, fg_fraction,
-            allowed_border, min_pos_iou (see assign_anchor_targets); levels_fn must pickle (a
-            module-level function or functools.partial of one, e.g.
-            anchor_target.feature_levels).
+        assigners: the training targets (simpledet.data.targets, e.g. RpnAnchorAssigner; a
+            detector's ``target_assigners``): each declares its arrays per bucket and fills
+            them per image, in this order, from the image's random stream; they must pickle
+            (worker processes receive them). Ignored in test mode.
         max_gt: gt rows per image; more boxes are truncated (counted in `truncated_gt`).
         num_workers: worker processes; 0 builds batches in this process.
         prefetch: batches requested ahead of the consumer (at least num_workers).
@@ -500,12 +500,13 @@ class DetectionLoader:
 
     Batches are dicts of NumPy arrays: data (B, 3, Hb, Wb) float32, im_info (B, 3)
     [h, w, scale], gt_boxes (B, max_gt, 5) [x1, y1, x2, y2, class] padded with -1 rows,
-    image_ids (B,) int64, valid (B,) bool and, with anchor_params in training, rpn_label (B, N),
-    rpn_target (B, 4N), rpn_weight (B, 4N) in the layout of assign_anchor_targets.
+    image_ids (B,) int64, valid (B,) bool and, in training, each assigner's arrays (B, *shape)
+    (simpledet.data.layout). Records keep their crowd regions (ignore regions for the
+    assigners) and segmentations.
     """
 
     def __init__(self, records, *, batch_size, short_sides, long_side, mean, std, flip=True,
-                 size_divisor=32, anchor_params=None, max_gt=100, num_workers=2, prefetch=4,
+                 size_divisor=32, assigners=(), max_gt=100, num_workers=2, prefetch=4,
                  shuffle=True, seed=0, rank=0, num_parts=1, for_training=True,
                  skip_bad_images=False, start_method="forkserver", timeout=300.0):
         if batch_size < 1:
@@ -518,18 +519,25 @@ class DetectionLoader:
             raise ValueError("short_sides is empty")
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f"mean and std need 3 values (RGB), got {mean} and {std}")
-        if anchor_params is not None:
-            unknown = set(anchor_params) - ANCHOR_PARAM_KEYS
-            missing = ANCHOR_PARAM_REQUIRED - set(anchor_params)
-            if unknown or missing:
-                raise ValueError(f"anchor_params: unknown keys {sorted(unknown)}, missing keys "
-                                 f"{sorted(missing)}; allowed: {sorted(ANCHOR_PARAM_KEYS)}")
+        assigners = tuple(assigners or ())
+        for assigner in assigners:
+            if not (callable(getattr(assigner, "outputs", None))
+                    and callable(getattr(assigner, "assign", None))):
+                raise TypeError(f"{assigner!r} is not a target assigner (outputs(bucket_h, "
+                                "bucket_w) and assign(sample, rng, out); see "
+                                "simpledet.data.targets)")
+            if num_workers > 0:
+                try:
+                    pickle.dumps(assigner)
+                except Exception as err:
+                    raise TypeError(f"{assigner!r} does not pickle, so worker processes cannot "
+                                    f"receive it: {err}") from None
         if not records:
             raise ValueError("no records to load")
         compact = [_compact_record(r, i) for i, r in enumerate(records)]
         self._pipeline = _Pipeline(
             compact, short_sides=short_sides, long_side=long_side, mean=mean, std=std, flip=flip,
-            size_divisor=size_divisor, anchor_params=anchor_params, max_gt=max_gt,
+            size_divisor=size_divisor, assigners=assigners, max_gt=max_gt,
             for_training=for_training, skip_bad_images=skip_bad_images)
         self._landscape = np.array([is_landscape(r["height"], r["width"]) for r in compact])
         self.batch_size = int(batch_size)

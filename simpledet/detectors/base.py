@@ -8,7 +8,8 @@ Train inputs (``train_data_names``, each with the image as axis 0 so Module can 
 over contexts; shapes and dtypes in ``simpledet.data.layout``):
     data (B, 3, Hb, Wb) float32 normalized pixels; im_info (B, 3) [height, width, scale] of
     the resized image; gt_boxes (B, G, 5) [x1, y1, x2, y2, class] "+1" boxes in input pixels,
-    padding rows -1; the loader targets the family needs (Faster R-CNN: rpn_label (B, N),
+    padding rows -1; then the arrays of the family's loader targets,
+    :meth:`Detector.target_assigners` (Faster R-CNN: one RpnAnchorAssigner, rpn_label (B, N),
     rpn_target and rpn_weight (B, 4N) for the N anchors of :meth:`Detector.rpn_levels`).
 Train outputs: one ``MakeLoss`` per name of ``loss_names``, each a (1,) value normalized over
     this device's samples (the optimizer averages the devices' gradients).
@@ -108,14 +109,26 @@ class Detector:
         for a padded (bucket_h, bucket_w) input; [] when the family needs no anchor targets."""
         return []
 
-    def num_anchors(self, bucket_h, bucket_w):
-        """Anchors N of a bucket (the length of rpn_label), or None without anchor targets."""
-        return None
+    def target_assigners(self, buckets=None):
+        """The loader's training targets this family needs (simpledet.data.targets), in the
+        order they fill an image (they draw from its random stream in that order).
+
+        Args:
+            buckets: the padded (Hb, Wb) shapes the loader will make; the assigners are then
+                picklable (e.g. feature sizes computed once per bucket) for worker processes.
+                None: any bucket, for shapes only (need not pickle).
+
+        Returns:
+            A list of assigners (the base: none); their output names are the graph inputs
+            after data, im_info, gt_boxes.
+        """
+        return []
 
     def train_data_shapes(self, batch_size, bucket_h, bucket_w):
         """{input name: shape} of one device's training batch (for bind / infer_shape)."""
         return batch_shapes(self.train_data_names, batch_size, bucket_h, bucket_w,
-                            self.cfg.input.max_num_gt, self.num_anchors(bucket_h, bucket_w))
+                            self.cfg.input.max_num_gt,
+                            self.target_assigners([(bucket_h, bucket_w)]))
 
     def test_data_shapes(self, batch_size, bucket_h, bucket_w):
         """{input name: shape} of one device's test batch."""

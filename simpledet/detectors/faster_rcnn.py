@@ -10,7 +10,8 @@ the components in ``cfg.mixed_precision.components`` compute in low precision, e
 It implements the contract of simpledet.detectors.base (layouts there and in
 simpledet.data.layout). Train symbol inputs: data, im_info, gt_boxes and the RPN anchor targets
 rpn_label (B, N), rpn_target, rpn_weight (B, 4N) for the N anchors of ``rpn_levels`` (see
-simpledet.models.rpn.base).
+simpledet.models.rpn.base), which the loader fills with the RpnAnchorAssigner of
+``target_assigners``.
 Train symbol outputs: one MakeLoss per loss, named ``rpn_cls_loss``, ``rpn_reg_loss``,
     ``bbox_cls_loss``, ``bbox_reg_loss``; each forward output is the (1,) loss value. Each loss
     is normalized over this device's samples, so the optimizer should average the devices'
@@ -21,6 +22,7 @@ Test symbol: inputs data, im_info; one output dets (B, max_det, 6) [x1, y1, x2, 
 """
 import mxnet as mx
 
+from simpledet.data.targets import RpnAnchorAssigner, levels_table
 from simpledet.detectors.base import Detector
 from simpledet.models import FpnRoiExtractor, RpnHead, build_backbone, build_bbox_head, build_neck
 from simpledet.models.precision import PrecisionPlan
@@ -129,10 +131,12 @@ class FasterRcnn(Detector):
                                        in zip(self.cfg.rpn_feature_strides, shapes)]
         return list(self._levels_cache[key])
 
-    def num_anchors(self, bucket_h, bucket_w):
-        """Anchors N of a bucket: rpn.num_anchors per location of every RPN level."""
-        return sum(self.cfg.rpn.num_anchors * h * w
-                   for _, h, w in self.rpn_levels(bucket_h, bucket_w))
+    def target_assigners(self, buckets=None):
+        """[RpnAnchorAssigner] of cfg.rpn on the levels of ``rpn_levels`` (a table of the
+        given buckets, which pickles; all buckets through this detector when None)."""
+        levels_fn = self.rpn_levels if buckets is None else levels_table(self.rpn_levels,
+                                                                          buckets)
+        return [RpnAnchorAssigner.from_config(self.cfg.rpn, levels_fn)]
 
     def fixed_param_patterns(self):
         """Anchored regexes of the parameters not to train (frozen backbone stages and, with

@@ -3,7 +3,6 @@
 The dataset check (:func:`check_dataset_files`) touches only the file system, so a CLI can fail
 on missing data before it creates the experiment folder or builds a graph.
 """
-import functools
 import os
 
 from simpledet.data.transforms import bucket_shape
@@ -110,37 +109,17 @@ def bucket_shapes(cfg):
             bucket_shape(2, 1, cfg.input.short, cfg.input.long, SIZE_DIVISOR))
 
 
-def _levels_from_table(table, bucket_h, bucket_w):
-    try:
-        return table[(int(bucket_h), int(bucket_w))]
-    except KeyError:
-        raise KeyError(f"no RPN feature sizes for bucket {bucket_h}x{bucket_w}; known buckets: "
-                       f"{sorted(table)}") from None
-
-
-def rpn_levels_fn(detector, buckets):
-    """A picklable levels_fn for the loader: the detector's rpn_levels (from infer_shape)
-    computed once per bucket, so worker processes need no graph."""
-    table = {tuple(b): [tuple(int(v) for v in level) for level in detector.rpn_levels(*b)]
-             for b in buckets}
-    return functools.partial(_levels_from_table, table)
-
-
 def build_train_loader(cfg, records, detector, *, num_workers=None, rank=0, num_parts=1):
-    """The training DetectionLoader: batch = images_per_device * devices, anchor targets."""
+    """The training DetectionLoader: batch = images_per_device * devices, with the targets
+    the detector asks for (``detector.target_assigners`` of the config's buckets)."""
     from simpledet.data.loader import DetectionLoader
 
-    anchor_params = {
-        "levels_fn": rpn_levels_fn(detector, bucket_shapes(cfg)),
-        "scales": tuple(cfg.rpn.anchor_scales), "ratios": tuple(cfg.rpn.anchor_ratios),
-        "pos_thresh": cfg.rpn.pos_iou, "neg_thresh": cfg.rpn.neg_iou,
-        "batch_size": cfg.rpn.batch_per_image, "fg_fraction": cfg.rpn.fg_fraction,
-        "allowed_border": cfg.rpn.allowed_border, "min_pos_iou": cfg.rpn.min_pos_iou}
     return DetectionLoader(
         records, batch_size=cfg.train.images_per_device * cfg.runtime.num_devices,
         short_sides=(cfg.input.short,), long_side=cfg.input.long,
         mean=cfg.backbone.pixel_mean, std=cfg.backbone.pixel_std, flip=cfg.input.flip,
-        size_divisor=SIZE_DIVISOR, anchor_params=anchor_params, max_gt=cfg.input.max_num_gt,
+        size_divisor=SIZE_DIVISOR, assigners=detector.target_assigners(bucket_shapes(cfg)),
+        max_gt=cfg.input.max_num_gt,
         num_workers=cfg.input.loader_workers if num_workers is None else num_workers,
         shuffle=True, seed=cfg.seed, rank=rank, num_parts=num_parts, for_training=True,
         skip_bad_images=cfg.input.skip_bad_images)
@@ -154,7 +133,7 @@ def build_test_loader(cfg, records, *, num_workers=None):
         records, batch_size=cfg.test.images_per_device * cfg.runtime.num_devices,
         short_sides=(cfg.input.short,), long_side=cfg.input.long,
         mean=cfg.backbone.pixel_mean, std=cfg.backbone.pixel_std, flip=False,
-        size_divisor=SIZE_DIVISOR, anchor_params=None, max_gt=cfg.input.max_num_gt,
+        size_divisor=SIZE_DIVISOR, max_gt=cfg.input.max_num_gt,
         num_workers=cfg.input.loader_workers if num_workers is None else num_workers,
         shuffle=False, seed=cfg.seed, for_training=False,
         skip_bad_images=cfg.input.skip_bad_images)

@@ -262,14 +262,12 @@ def test_min_pos_iou_gates_the_best_anchor_rule():
 
 def test_loader_passes_min_pos_iou_from_the_config():
     from simpledet.config import load_config
+    from simpledet.detectors import FasterRcnn
     from simpledet.engine.build import build_train_loader
-
-    class Levels:
-        def rpn_levels(self, h, w):
-            return AT.feature_levels(h, w, (16,))
 
     cfg = load_config("config/shapes/faster_c4.py", ["rpn.min_pos_iou=0.3"])
     record = {"image_id": 1, "file_name": "x.jpg", "height": 256, "width": 320,
               "boxes": np.zeros((1, 4), np.float32), "classes": np.ones(1, np.int32)}
-    loader = build_train_loader(cfg, [record], Levels(), num_workers=0)
-    assert loader._pipeline.anchor_params["min_pos_iou"] == 0.3
+    loader = build_train_loader(cfg, [record], FasterRcnn(cfg), num_workers=0)
+    (assigner,) = loader._pipeline.assigners
+    assert assigner.min_pos_iou == 0.3

@@ -10,12 +10,13 @@ import pytest
 
 from simpledet.data.anchor_target import feature_levels
 from simpledet.data.loader import DetectionLoader, LoaderError, WorkerDiedError
+from simpledet.data.targets import RpnAnchorAssigner
 
 NUM_LANDSCAPE, NUM_PORTRAIT = 9, 5
-ANCHORS = dict(levels_fn=functools.partial(feature_levels, strides=(8, 16)), scales=(2.0,),
-               ratios=(0.5, 1.0, 2.0), batch_size=32)
+RPN = RpnAnchorAssigner(functools.partial(feature_levels, strides=(8, 16)), (2.0,),
+                        (0.5, 1.0, 2.0), batch_size=32)
 BASE = dict(batch_size=2, short_sides=(64, 80), long_side=128, mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0), anchor_params=ANCHORS, max_gt=4)
+            std=(1.0, 1.0, 1.0), assigners=[RPN], max_gt=4)
 
 
 def make_record(directory, image_id, height, width, boxes):
@@ -182,7 +183,7 @@ def test_shared_memory_slots_are_recycled_without_corruption(records):
 
 
 def test_sharding_is_disjoint_covering_and_balanced(records):
-    plain = dict(BASE, anchor_params=None, batch_size=1)
+    plain = dict(BASE, assigners=(), batch_size=1)
     parts = [DetectionLoader(records, num_workers=0, rank=r, num_parts=2, **plain)
              for r in range(2)]
     plans = [p.plan(0) for p in parts]
@@ -320,9 +321,15 @@ def test_test_mode_shards_cover_once(records):
 
 
 def test_construction_errors_are_clear(records):
-    with pytest.raises(ValueError, match="unknown keys \\['pos_threshold'\\]"):
-        DetectionLoader(records, num_workers=0, **dict(
-            BASE, anchor_params=dict(ANCHORS, pos_threshold=0.5)))
+    with pytest.raises(TypeError, match="pos_threshold"):
+        RpnAnchorAssigner(functools.partial(feature_levels, strides=(8,)), (2.0,), (1.0,),
+                          pos_threshold=0.5)
+    with pytest.raises(TypeError, match="is not a target assigner"):
+        DetectionLoader(records, num_workers=0, **dict(BASE, assigners=[{"levels_fn": None}]))
+    unpicklable = RpnAnchorAssigner(lambda h, w: feature_levels(h, w, (8,)), (2.0,), (1.0,))
+    with pytest.raises(TypeError, match="does not pickle"):
+        DetectionLoader(records, num_workers=1, **dict(BASE, assigners=[unpicklable]))
+    DetectionLoader(records, num_workers=0, **dict(BASE, assigners=[unpicklable]))  # inline
     broken = dict(records[0])
     del broken["boxes"]
     with pytest.raises(ValueError, match="record 0 has no key 'boxes'"):

@@ -249,7 +249,7 @@ def load_one(record, monkeypatch, flip, short, long):
     monkeypatch.setattr(loader_module, "random_flip",
                         functools.partial(transforms.random_flip, prob=1.0 if flip else 0.0))
     loader = DetectionLoader([record], batch_size=1, short_sides=(short,), long_side=long,
-                             mean=MEAN, std=STD, flip=True, anchor_params=None, max_gt=100,
+                             mean=MEAN, std=STD, flip=True, max_gt=100,
                              num_workers=0, shuffle=False, for_training=True)
     (batch,) = list(loader)
     return batch

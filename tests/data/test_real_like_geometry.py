@@ -24,7 +24,7 @@ from simpledet.data import anchor_target as AT
 from simpledet.data.coco import CocoDataset
 from simpledet.data.loader import DetectionLoader
 from simpledet.detectors import FasterRcnn
-from simpledet.engine.build import bucket_shapes, rpn_levels_fn
+from simpledet.engine.build import bucket_shapes
 
 SHORT, LONG = 320, 480
 # COCO 2017's 80 category ids (1..90 with gaps).
@@ -143,18 +143,11 @@ def detector():
     return FasterRcnn(tiny_fpn_config())
 
 
-def anchor_params(cfg, detector):
-    return {"levels_fn": rpn_levels_fn(detector, bucket_shapes(cfg)),
-            "scales": cfg.rpn.anchor_scales, "ratios": cfg.rpn.anchor_ratios,
-            "pos_thresh": cfg.rpn.pos_iou, "neg_thresh": cfg.rpn.neg_iou,
-            "batch_size": cfg.rpn.batch_per_image, "fg_fraction": cfg.rpn.fg_fraction,
-            "allowed_border": cfg.rpn.allowed_border}
-
-
 def make_loader(dataset, detector, **changes):
     cfg = detector.cfg
     kwargs = dict(batch_size=2, short_sides=(SHORT,), long_side=LONG, mean=(0.0, 0.0, 0.0),
-                  std=(1.0, 1.0, 1.0), flip=False, anchor_params=anchor_params(cfg, detector),
+                  std=(1.0, 1.0, 1.0), flip=False,
+                  assigners=detector.target_assigners(bucket_shapes(cfg)),
                   max_gt=cfg.input.max_num_gt, num_workers=0, shuffle=False)
     kwargs.update(changes)
     return DetectionLoader(dataset.records, **kwargs)
@@ -328,9 +321,13 @@ def test_object_covering_the_whole_image_gets_positive_anchors(detector, im_info
     assert (out["labels"] >= 0).sum() == cfg.rpn.batch_per_image
 
 
-def test_levels_fn_pickles_for_workers(detector):
+def test_assigners_pickle_for_workers(detector):
     import pickle
 
-    fn = rpn_levels_fn(detector, bucket_shapes(detector.cfg))
-    assert isinstance(fn, functools.partial)
-    assert pickle.loads(pickle.dumps(fn))(480, 320) == detector.rpn_levels(480, 320)
+    (assigner,) = detector.target_assigners(bucket_shapes(detector.cfg))
+    assert isinstance(assigner.levels_fn, functools.partial)
+    copy = pickle.loads(pickle.dumps(assigner))
+    assert copy.levels(480, 320) == detector.rpn_levels(480, 320)
+    assert copy.outputs(480, 320) == assigner.outputs(480, 320)
+    with pytest.raises(KeyError, match="no RPN feature sizes for bucket 64x64"):
+        copy.levels(64, 64)

@@ -12,7 +12,7 @@ from simpledet.benchmark import synthetic
 from simpledet.config import ConfigError, FasterRcnnConfig, load_config
 from simpledet.config.common import DetectorConfig
 from simpledet.config.faster_rcnn import LAYOUTS, NeckConfig
-from simpledet.data.layout import GRAPH_INPUTS, batch_layout
+from simpledet.data.layout import batch_layout, graph_inputs
 from simpledet.detectors import Detector, FasterRcnn, default_initializer
 from simpledet.engine import trainer
 from simpledet.engine.build import build_detector
@@ -80,11 +80,14 @@ def test_one_batch_layout():
     bucket = (64, 96)
     shapes = detector.train_data_shapes(2, *bucket)
     assert tuple(shapes) == detector.train_data_names
-    assert set(detector.train_data_names) <= set(GRAPH_INPUTS)
-    layout = batch_layout(2, *bucket, cfg.input.max_num_gt, detector.num_anchors(*bucket))
+    assigners = detector.target_assigners([bucket])
+    assert detector.train_data_names == graph_inputs(assigners)
+    layout = batch_layout(2, *bucket, cfg.input.max_num_gt, assigners)
     assert shapes == {name: layout[name][0] for name in detector.train_data_names}
+    assert layout["rpn_label"] == ((2, detector.target_assigners()[0].num_anchors(*bucket)),
+                                   np.float32)
     sample = synthetic.make_images(2, 64, 96, cfg.num_classes)
-    batch = synthetic.training_batch(cfg, detector.rpn_levels(*bucket), sample, bucket)
+    batch = synthetic.training_batch(cfg, assigners, sample, bucket)
     assert {name: array.shape for name, array in batch.items()} == shapes
     assert all(batch[name].dtype == layout[name][1] for name in batch)
     assert detector.test_data_shapes(1, *bucket) == {"data": (1, 3, 64, 96), "im_info": (1, 3)}

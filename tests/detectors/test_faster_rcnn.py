@@ -35,8 +35,11 @@ def loader_batch_shapes(cfg, bucket, batch_size):
     of the loader's own level helper."""
     levels = feature_levels(*bucket, cfg.rpn_feature_strides)
     anchors = num_level_anchors(levels, cfg.rpn.anchor_scales, cfg.rpn.anchor_ratios)
-    layout = batch_layout(batch_size, *bucket, cfg.input.max_num_gt, anchors)
-    return {name: layout[name][0] for name in FasterRcnn.train_data_names}
+    layout = batch_layout(batch_size, *bucket, cfg.input.max_num_gt)
+    shapes = {name: layout[name][0] for name in FasterRcnn.train_data_names[:3]}
+    shapes.update(rpn_label=(batch_size, anchors), rpn_target=(batch_size, 4 * anchors),
+                  rpn_weight=(batch_size, 4 * anchors))
+    return shapes
 
 
 @pytest.mark.parametrize("path", ZOO_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "config")))

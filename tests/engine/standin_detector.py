@@ -6,6 +6,7 @@ at stride 8 trained on the loader's rpn_label / rpn_target / rpn_weight (a one-l
 Test graph: one detection per image at a known place, [0.1 w, 0.1 h, 0.5 w, 0.5 h] of the
 network input (im_info), score 0.9, class 1, then a padding row of -1.
 """
+import functools
 import json
 import os
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from simpledet.config.faster_rcnn import FasterRcnnConfig
 from simpledet.data.anchor_target import feature_levels
+from simpledet.data.targets import RpnAnchorAssigner
 from simpledet.detectors.base import Detector
 
 STRIDE = 8
@@ -32,8 +34,10 @@ class StandInDetector(Detector):
     def rpn_levels(self, bucket_h, bucket_w):
         return feature_levels(bucket_h, bucket_w, (STRIDE,))
 
-    def num_anchors(self, bucket_h, bucket_w):
-        return sum(NUM_ANCHORS * h * w for _, h, w in self.rpn_levels(bucket_h, bucket_w))
+    def target_assigners(self, buckets=None):
+        assert self.cfg.rpn.num_anchors == NUM_ANCHORS
+        levels_fn = functools.partial(feature_levels, strides=(STRIDE,))
+        return [RpnAnchorAssigner.from_config(self.cfg.rpn, levels_fn)]
 
     def fixed_param_patterns(self):
         return [r"^stem_conv_"]

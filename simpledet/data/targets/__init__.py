@@ -1,0 +1,9 @@
+"""Per-image training targets the loader builds: picklable assigners that declare their outputs.
+
+A detector family lists the assigners it needs (``Detector.target_assigners``); the loader and
+the batch layout (simpledet.data.layout) ask them for their arrays and never name a target.
+"""
+from simpledet.data.targets.base import ImageSample, TargetAssigner
+from simpledet.data.targets.rpn import RpnAnchorAssigner, levels_table
+
+__all__ = ["ImageSample", "RpnAnchorAssigner", "TargetAssigner", "levels_table"]
