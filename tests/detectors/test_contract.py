@@ -93,6 +93,14 @@ def test_one_batch_layout():
     assert detector.test_data_shapes(1, *bucket) == {"data": (1, 3, 64, 96), "im_info": (1, 3)}
 
 
+def test_a_family_without_loader_targets():
+    cfg = TinyConfig(pretrain=None).freeze()
+    detector = TinyDetector(cfg)
+    assert detector.target_assigners() == [] and graph_inputs(()) == detector.train_data_names
+    assert detector.train_data_shapes(2, 64, 96) == {
+        "data": (2, 3, 64, 96), "im_info": (2, 3), "gt_boxes": (2, cfg.input.max_num_gt, 5)}
+
+
 def test_fpn_and_c4_layouts_are_one_table():
     assert set(LAYOUTS) == set(typing.get_args(typing.get_type_hints(NeckConfig)["type"]))
     for neck_type, layout in LAYOUTS.items():
