@@ -2,11 +2,10 @@
 
 Design:
 - An epoch's *plan* (which records form which batch, in which order) is a pure function of
-  (seed, epoch, records, batch_size, rank, num_parts). Each batch's randomness (scale choice,
-  flip, then the target assigners' sampling) is seeded by (seed, epoch, global batch index,
-  slot). So batches do not
-  depend on num_workers or on which worker built them, and a position (epoch, batch index) is
-  all a checkpoint needs to resume.
+  (seed, epoch, records, batch_size, rank, num_parts). Each image's randomness (scale choice,
+  flip, then the target assigners' sampling, in the detector's order) is seeded by (seed,
+  epoch, global batch index, slot). So batches do not depend on num_workers or on which worker
+  built them, and a position (epoch, batch index) is all a checkpoint needs to resume.
 - Batches are grouped by aspect ratio: landscape images (w >= h) pad to (short, long), portrait
   ones to (long, short), so the graph sees two static shapes only.
 - Worker *processes*, started with 'forkserver' by default: they are forked from a clean server
