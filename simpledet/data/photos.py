@@ -50,18 +50,16 @@ import os
 import shutil
 import struct
 import tempfile
-import time
 import zlib
 
 import numpy as np
 
 from simpledet.data.coco import DatasetError, DatasetPaths, coco_paths
-from simpledet.data.shapes import default_cache_root
+from simpledet.data.shapes import default_cache_root, remove_stale_temps
 
 CONTENT_VERSION = 1  # bump whenever any output byte changes: existing copies are rebuilt
 SPLITS = ("train", "val")
 _PARAMS_FILE = "params.json"
-_STALE_TMP_SECONDS = 3600
 
 # Category ids in the order the json lists them (first use below): COCO ids where COCO has
 # the class, made-up ids above 90 otherwise.
@@ -497,7 +495,7 @@ def ensure_photos_dataset(root=None):
     parent, base = os.path.split(root)
     os.makedirs(parent, exist_ok=True)
     prefix = f".{base}.tmp-"
-    _remove_stale_temps(parent, prefix)
+    remove_stale_temps(parent, prefix)
     tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
     old = None
     try:
@@ -522,11 +520,3 @@ def ensure_photos_dataset(root=None):
             shutil.rmtree(old, ignore_errors=True)
     return DatasetPaths(root, params)
 
-
-def _remove_stale_temps(parent, prefix):
-    # Leftovers of killed builds; a live build finishes in seconds.
-    now = time.time()
-    for name in os.listdir(parent):
-        path = os.path.join(parent, name)
-        if name.startswith(prefix) and now - os.path.getmtime(path) > _STALE_TMP_SECONDS:
-            shutil.rmtree(path, ignore_errors=True)

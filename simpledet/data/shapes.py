@@ -249,8 +249,9 @@ def _read_params(root):
         return None
 
 
-def _remove_stale_temps(parent, prefix):
-    # Leftovers of killed generators; a live one touches its folder far more often.
+def remove_stale_temps(parent, prefix):
+    """Removes ``prefix*`` folders in ``parent`` untouched for an hour: leftovers of killed
+    builds (a live one touches its folder far more often)."""
     now = time.time()
     for name in os.listdir(parent):
         path = os.path.join(parent, name)
@@ -286,7 +287,7 @@ def ensure_shapes_dataset(root=None, *, train=1000, val=200, seed=0, size=DEFAUL
     parent, base = os.path.split(root)
     os.makedirs(parent, exist_ok=True)
     prefix = f".{base}.tmp-"
-    _remove_stale_temps(parent, prefix)
+    remove_stale_temps(parent, prefix)
     tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
     try:
         for split in SPLITS:
