@@ -3,18 +3,28 @@
 //
 // Inputs: rois (B*R, 5) [batch_idx, x1, y1, x2, y2] as B contiguous blocks of R rows (column 0
 // is not read: block b belongs to image b); gt_boxes (B, G, 5) [x1, y1, x2, y2, class], rows
-// with class <= 0 are padding. Outputs, S = image_rois rows per image, image b's rows at
-// [b*S, (b+1)*S): rois (B*S, 5) with batch_idx = b; labels (B*S,); bbox_targets and
-// bbox_weights (B*S, 4*num_classes), or (B*S, 4) when class_agnostic. All float32.
+// with class <= 0 are padding. Outputs, S rows per image, image b's rows at [b*S, (b+1)*S):
+// rois (B*S, 5) with batch_idx = b; labels (B*S,); bbox_targets and bbox_weights
+// (B*S, 4*num_classes), or (B*S, 4) when class_agnostic; with output_gt_index a 5th output
+// gt_index (B*S,): for a fg row the row j (0..G-1) of gt_boxes[b] it is matched to, -1 on every
+// other row. All float32. S = image_rois when sample (the default), else R + G with add_gt
+// (the default) or R without.
 //
-// Per image, the candidates are its R rois followed by its valid gt boxes (row order). Each gets
-// its max IoU with the valid gts (+1 convention) and the gt reaching it (first on ties).
-// fg: max_iou >= fg_thresh; bg: not fg and bg_thresh_lo <= max_iou < bg_thresh_hi; with no
-// valid gt every candidate is bg. num_fg = min(round_half_even(fg_fraction * S), #fg) sampled
-// without replacement; the other S - num_fg rows are bg, without replacement when there are
-// enough, else every bg plus uniform repeats; with no bg at all they are label -1 rows holding
-// the image's first candidate with zero weights. Rows: fg block (ascending candidate index),
-// bg block (ascending), fill rows.
+// Per image, the candidates are its R rois followed, with add_gt, by its G gt rows (row order).
+// Each gets its max IoU with the valid gts (+1 convention) and the gt reaching it (first on
+// ties). fg: max_iou >= fg_thresh; bg: not fg and bg_thresh_lo <= max_iou < bg_thresh_hi; with
+// no valid gt every candidate is bg; any other candidate is ignored.
+//
+// sample: padding gt rows are no candidates. num_fg = min(round_half_even(fg_fraction * S), #fg)
+// sampled without replacement; the other S - num_fg rows are bg, without replacement when there
+// are enough, else every bg plus uniform repeats; with no bg at all they are label -1 rows
+// holding the image's first candidate with zero weights. Rows: fg block (ascending candidate
+// index), bg block (ascending), fill rows.
+// Without sample (cascade stages relabelling a previous stage's boxes): row k is candidate k,
+// labelled by the rules above: fg rows get their gt's class and targets, bg rows 0, ignored
+// candidates and padding gt rows -1 with zero weights (a padding row keeps its own box).
+// Nothing is drawn (the random states are left as they are); image_rois and fg_fraction are
+// unused.
 //
 // Randomness: CPU uses MXNet's seeded CPU rand states (state s serves images s, s + 1024, ...),
 // so mx.random.seed reproduces the sampling. The GPU path samples on the host with a
@@ -82,16 +92,29 @@ ProposalTargetParam parse_param(const Attrs& attrs) {
     p.stds[i] = static_cast<float>(stds[i]);
   }
   p.class_agnostic = attr_bool(attrs, "class_agnostic", false);
+  p.add_gt = attr_bool(attrs, "add_gt", true);
+  p.sample = attr_bool(attrs, "sample", true);
+  p.output_gt_index = attr_bool(attrs, "output_gt_index", false);
   return p;
 }
 
 int target_width(const ProposalTargetParam& p) { return p.class_agnostic ? 4 : 4 * p.num_classes; }
 
+// Candidates per image (K): its R rois, then its G gt rows with add_gt.
+int64_t num_candidates(const ProposalTargetParam& p, int64_t num_rois, int64_t num_gt) {
+  return num_rois + (p.add_gt ? num_gt : 0);
+}
+
+// Output rows per image (S): image_rois when sampling, else one per candidate.
+int64_t rows_per_image(const ProposalTargetParam& p, int64_t num_rois, int64_t num_gt) {
+  return p.sample ? p.image_rois : num_candidates(p, num_rois, num_gt);
+}
+
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
   SIMPLEDET_TRY(kOpName, {
-    parse_param(attrs);
+    ProposalTargetParam p = parse_param(attrs);
     *num_in = 2;
-    *num_out = 4;
+    *num_out = p.output_gt_index ? 5 : 4;
     return MX_SUCCESS;
   })
 }
@@ -143,12 +166,20 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
                    << "of R rows";
       return MX_FAIL;
     }
-    unsigned int rows = gt[0] * static_cast<unsigned int>(p.image_rois);
+    const int64_t S = rows_per_image(p, rois[0] / gt[0], gt[1]);
+    const int64_t total = static_cast<int64_t>(gt[0]) * S;
+    if (total > INT32_MAX) {
+      MX_ERROR_MSG << kOpName << ": " << gt[0] << " images of " << S << " rows is too many "
+                   << "output rows (at most 2^31 - 1)";
+      return MX_FAIL;
+    }
+    unsigned int rows = static_cast<unsigned int>(total);
     unsigned int width = static_cast<unsigned int>(target_width(p));
     out->at(0) = {rows, 5};
     out->at(1) = {rows};
     out->at(2) = {rows, width};
     out->at(3) = {rows, width};
+    if (p.output_gt_index) out->at(4) = {rows};
     return MX_SUCCESS;
   })
 }
@@ -185,23 +216,84 @@ struct ImageInput {
   int64_t num_rois;      // R
   const float* gts;      // G rows of 5
   int num_gt;            // G
-  const float* max_iou;  // R + G entries (candidate_overlap per candidate)
+  const float* max_iou;  // one entry per candidate (candidate_overlap): R, then G with add_gt
   const int* argmax;
 };
 
-// Rows for image b: out_rois (S, 5), labels (S,), targets / weights (S, width).
-void sample_image(const ProposalTargetParam& p, int b, const ImageInput& in, std::mt19937& rng,
-                  float* out_rois, float* labels, float* targets, float* weights) {
-  const int64_t R = in.num_rois, K = R + in.num_gt, S = p.image_rois;
+// One image's slice of the outputs: rois (S, 5), labels (S,), targets / weights (S, width),
+// gt_index (S,) (null without output_gt_index).
+struct ImageOutput {
+  float* rois;
+  float* labels;
+  float* targets;
+  float* weights;
+  float* gt_index;
+};
+
+// What a candidate is (see the file comment); kPadding: a gt row of class <= 0.
+enum class Kind { kForeground, kBackground, kIgnored, kPadding };
+
+Kind candidate_kind(const ProposalTargetParam& p, const ImageInput& in, int64_t k) {
+  if (k >= in.num_rois && !(in.gts[(k - in.num_rois) * 5 + 4] > 0.f)) return Kind::kPadding;
+  if (in.argmax[k] < 0) return Kind::kBackground;  // image without gt: everything is background
+  const float o = in.max_iou[k];
+  if (o >= p.fg_thresh) return Kind::kForeground;
+  if (o >= p.bg_thresh_lo && o < p.bg_thresh_hi) return Kind::kBackground;
+  return Kind::kIgnored;
+}
+
+// Fills output row `row` of image b from candidate k (k < 0: a zero box): a fg row gets its
+// matched gt's class, normalized target, unit weights and gt row index; a bg row label 0; any
+// other row label -1. Targets and weights must be zero and gt_index -1 beforehand.
+void write_row(const ProposalTargetParam& p, int b, const ImageInput& in, const ImageOutput& out,
+               int64_t row, int64_t k, Kind kind) {
+  float* r = out.rois + row * 5;
+  r[0] = static_cast<float>(b);
+  if (k < 0) {
+    std::fill_n(r + 1, 4, 0.f);
+  } else {
+    std::copy_n(candidate_box(in.rois, in.num_rois, in.gts, k), 4, r + 1);
+  }
+  if (kind != Kind::kForeground) {
+    out.labels[row] = kind == Kind::kBackground ? 0.f : -1.f;
+    return;
+  }
+  const float* box = candidate_box(in.rois, in.num_rois, in.gts, k);
+  const float* gt = in.gts + static_cast<int64_t>(in.argmax[k]) * 5;
+  const int cls = static_cast<int>(gt[4]);
+  out.labels[row] = static_cast<float>(cls);
+  float delta[4];
+  box_encode(box, gt, delta);
+  const int64_t width = target_width(p);
+  const int col = p.class_agnostic ? 0 : 4 * cls;
+  for (int i = 0; i < 4; ++i) {
+    out.targets[row * width + col + i] = (delta[i] - p.means[i]) / p.stds[i];
+    out.weights[row * width + col + i] = 1.f;
+  }
+  if (out.gt_index != nullptr) out.gt_index[row] = static_cast<float>(in.argmax[k]);
+}
+
+// The S = rows_per_image rows of image b (see the file comment).
+void sample_image(const ProposalTargetParam& p, int b, const ImageInput& in, int64_t S,
+                  std::mt19937& rng, const ImageOutput& out) {
+  const int64_t K = num_candidates(p, in.num_rois, in.num_gt);
+  const int64_t width = target_width(p);
+  std::fill_n(out.targets, S * width, 0.f);
+  std::fill_n(out.weights, S * width, 0.f);
+  if (out.gt_index != nullptr) std::fill_n(out.gt_index, S, -1.f);
+  if (!p.sample) {  // S == K: row k is candidate k, nothing drawn
+    for (int64_t k = 0; k < K; ++k) write_row(p, b, in, out, k, k, candidate_kind(p, in, k));
+    return;
+  }
+
   std::vector<int64_t> fg, bg;
   int64_t first = -1;
   for (int64_t k = 0; k < K; ++k) {
-    if (k >= R && !(in.gts[(k - R) * 5 + 4] > 0.f)) continue;  // padding gt row
+    const Kind kind = candidate_kind(p, in, k);
+    if (kind == Kind::kPadding) continue;
     if (first < 0) first = k;
-    float o = in.max_iou[k];
-    if (in.argmax[k] < 0) bg.push_back(k);  // image without gt: everything is background
-    else if (o >= p.fg_thresh) fg.push_back(k);
-    else if (o >= p.bg_thresh_lo && o < p.bg_thresh_hi) bg.push_back(k);
+    if (kind == Kind::kForeground) fg.push_back(k);
+    else if (kind == Kind::kBackground) bg.push_back(k);
   }
   const int64_t quota = static_cast<int64_t>(std::nearbyint(p.fg_fraction * S));
   const int64_t num_fg = std::min<int64_t>(quota, static_cast<int64_t>(fg.size()));
@@ -217,44 +309,10 @@ void sample_image(const ProposalTargetParam& p, int b, const ImageInput& in, std
     std::sort(bg_keep.begin(), bg_keep.end());
   }
 
-  const int width = target_width(p);
-  std::fill_n(targets, S * width, 0.f);
-  std::fill_n(weights, S * width, 0.f);
-  auto write_roi = [&](int64_t row, int64_t k) {
-    float* r = out_rois + row * 5;
-    r[0] = static_cast<float>(b);
-    if (k < 0) {
-      std::fill_n(r + 1, 4, 0.f);
-    } else {
-      const float* box = candidate_box(in.rois, R, in.gts, k);
-      std::copy_n(box, 4, r + 1);
-    }
-  };
   int64_t row = 0;
-  for (int64_t k : fg_keep) {
-    const float* box = candidate_box(in.rois, R, in.gts, k);
-    const float* gt = in.gts + static_cast<int64_t>(in.argmax[k]) * 5;
-    int cls = static_cast<int>(gt[4]);
-    write_roi(row, k);
-    labels[row] = static_cast<float>(cls);
-    float delta[4];
-    box_encode(box, gt, delta);
-    int col = p.class_agnostic ? 0 : 4 * cls;
-    for (int i = 0; i < 4; ++i) {
-      targets[row * width + col + i] = (delta[i] - p.means[i]) / p.stds[i];
-      weights[row * width + col + i] = 1.f;
-    }
-    ++row;
-  }
-  for (int64_t k : bg_keep) {
-    write_roi(row, k);
-    labels[row] = 0.f;
-    ++row;
-  }
-  for (; row < S; ++row) {
-    write_roi(row, first);
-    labels[row] = -1.f;
-  }
+  for (int64_t k : fg_keep) write_row(p, b, in, out, row++, k, Kind::kForeground);
+  for (int64_t k : bg_keep) write_row(p, b, in, out, row++, k, Kind::kBackground);
+  for (; row < S; ++row) write_row(p, b, in, out, row, first, Kind::kIgnored);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,6 +395,15 @@ Dims read_dims(const MXTensor& rois, const MXTensor& gt) {
   return d;
 }
 
+// Image b's slice of the outputs: outs holds the 4 (5 with output_gt_index) output arrays.
+ImageOutput image_slice(const ProposalTargetParam& p, float* const* outs, int64_t b, int64_t S) {
+  const int64_t width = target_width(p);
+  return {outs[0] + b * S * 5, outs[1] + b * S, outs[2] + b * S * width,
+          outs[3] + b * S * width, p.output_gt_index ? outs[4] + b * S : nullptr};
+}
+
+size_t num_outputs(const ProposalTargetParam& p) { return p.output_gt_index ? 5 : 4; }
+
 MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                       const OpResource& res) {
   SIMPLEDET_TRY(kOpName, {
@@ -347,11 +414,13 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
     check_gt_classes(gt, d.batch, d.num_gt, p.num_classes);
     mx_cpu_rand_t* states = res.get_cpu_rand_states();
     if (states == nullptr) throw std::runtime_error("MXNet passed no CPU random states");
-    float* out_rois = out->at(0).data<float>();
-    float* labels = out->at(1).data<float>();
-    float* targets = out->at(2).data<float>();
-    float* weights = out->at(3).data<float>();
-    const int64_t S = p.image_rois, width = target_width(p), K = d.rois_per_image + d.num_gt;
+    if (out->size() != num_outputs(p))
+      throw std::runtime_error("expected " + std::to_string(num_outputs(p)) + " outputs, got " +
+                               std::to_string(out->size()));
+    float* outs[5] = {};
+    for (size_t i = 0; i < out->size(); ++i) outs[i] = out->at(i).data<float>();
+    const int64_t S = rows_per_image(p, d.rois_per_image, d.num_gt);
+    const int64_t K = num_candidates(p, d.rois_per_image, d.num_gt);
     // One rand state per slot; slot s serves images s, s + slots, ... so no state is shared
     // between threads and the result does not depend on the thread count.
     const int64_t slots = std::min<int64_t>(d.batch, MX_NUM_CPU_RANDOM_STATES);
@@ -374,8 +443,7 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
                      argmax.data());
         ImageInput img{image_rois, d.rois_per_image, image_gts, d.num_gt, max_iou.data(),
                        argmax.data()};
-        sample_image(p, static_cast<int>(b), img, states[s], out_rois + b * S * 5,
-                     labels + b * S, targets + b * S * width, weights + b * S * width);
+        sample_image(p, static_cast<int>(b), img, S, states[s], image_slice(p, outs, b, S));
       }
     });
     return MX_SUCCESS;
@@ -409,8 +477,13 @@ MXReturnValue forward_gpu(const Attrs& attrs, std::vector<MXTensor>* in,
     ProposalTargetParam p = parse_param(attrs);
     Dims d = read_dims(in->at(0), in->at(1));
     void* stream = res.get_cuda_stream();
-    const int64_t R = d.rois_per_image, K = R + d.num_gt, S = p.image_rois;
-    const int64_t width = target_width(p);
+    if (out->size() != num_outputs(p))
+      throw std::runtime_error("expected " + std::to_string(num_outputs(p)) + " outputs, got " +
+                               std::to_string(out->size()));
+    // The kernel computes all R + G candidates of an image (stride K); sample_image reads the
+    // first num_candidates of them.
+    const int64_t R = d.rois_per_image, K = R + d.num_gt;
+    const int64_t S = rows_per_image(p, R, d.num_gt), width = target_width(p);
     std::vector<float> rois(d.batch * R * 5), gt(static_cast<int64_t>(d.batch) * d.num_gt * 5);
     if (!rois.empty())
       cuda::copy_to_host_sync(rois.data(), in->at(0).data<float>(), rois.size() * 4, stream);
@@ -435,19 +508,22 @@ MXReturnValue forward_gpu(const Attrs& attrs, std::vector<MXTensor>* in,
     std::string err = cuda::last_error();
     if (!err.empty()) throw std::runtime_error("CUDA error: " + err);
 
-    std::vector<float> out_rois(d.batch * S * 5), labels(d.batch * S);
-    std::vector<float> targets(d.batch * S * width), weights(d.batch * S * width);
-    std::mt19937 rng = gpu_host_rng(res, stream);
+    const int64_t rows = d.batch * S;
+    std::vector<float> host[5] = {std::vector<float>(rows * 5), std::vector<float>(rows),
+                                  std::vector<float>(rows * width),
+                                  std::vector<float>(rows * width), std::vector<float>()};
+    if (p.output_gt_index) host[4].resize(rows);
+    float* outs[5];
+    for (int i = 0; i < 5; ++i) outs[i] = host[i].data();
+    // Without sample nothing is drawn, and the GPU random state is left as it is.
+    std::mt19937 rng = p.sample ? gpu_host_rng(res, stream) : std::mt19937(0);
     for (int b = 0; b < d.batch; ++b) {
       ImageInput img{rois.data() + b * R * 5, R, gt.data() + static_cast<int64_t>(b) * d.num_gt * 5,
                      d.num_gt, max_iou.data() + b * K, argmax.data() + b * K};
-      sample_image(p, b, img, rng, out_rois.data() + b * S * 5, labels.data() + b * S,
-                   targets.data() + b * S * width, weights.data() + b * S * width);
+      sample_image(p, b, img, S, rng, image_slice(p, outs, b, S));
     }
-    cuda::copy_to_device_sync(out->at(0).data_ptr, out_rois.data(), out_rois.size() * 4, stream);
-    cuda::copy_to_device_sync(out->at(1).data_ptr, labels.data(), labels.size() * 4, stream);
-    cuda::copy_to_device_sync(out->at(2).data_ptr, targets.data(), targets.size() * 4, stream);
-    cuda::copy_to_device_sync(out->at(3).data_ptr, weights.data(), weights.size() * 4, stream);
+    for (size_t i = 0; i < num_outputs(p); ++i)
+      cuda::copy_to_device_sync(out->at(i).data_ptr, host[i].data(), host[i].size() * 4, stream);
     return MX_SUCCESS;
   })
 }

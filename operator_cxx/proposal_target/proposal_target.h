@@ -21,11 +21,14 @@ struct ProposalTargetParam {
   float means[4];       // target normalization: (t - means) / stds
   float stds[4];
   bool class_agnostic;  // targets (N, 4) instead of (N, 4 * num_classes)
+  bool add_gt;          // the image's gt rows are candidates after its rois (else rois only)
+  bool sample;          // subsample image_rois rows; false: every candidate is a row, in order
+  bool output_gt_index; // 5th output: the matched gt row of each fg row, -1 elsewhere
 };
 
-// Box of candidate k of an image: its R rois (stride 5, box at +1) come first, then its gt rows
-// (stride 5, box at +0) in row order. Invalid gt rows (class <= 0) are candidates of no one;
-// callers skip them.
+// Box of candidate k of an image: its R rois (stride 5, box at +1) come first, then, with
+// add_gt, its gt rows (stride 5, box at +0) in row order. Padding gt rows (class <= 0) are no
+// one's match; the sampler skips them as candidates, the unsampled mode gives them ignored rows.
 SD_HD inline const float* candidate_box(const float* rois, int64_t num_rois, const float* gts,
                                         int64_t k) {
   return k < num_rois ? rois + k * 5 + 1 : gts + (k - num_rois) * 5;
@@ -51,8 +54,9 @@ SD_HD inline void candidate_overlap(const float* box, const float* gts, int num_
 }
 
 // CUDA launcher (proposal_target.cu): for every image b and candidate k < R + G, writes
-// max_iou[b * (R + G) + k] and argmax[...] as candidate_overlap does (rows of invalid gt
-// candidates are computed too; the host ignores them). All pointers are device pointers.
+// max_iou[b * (R + G) + k] and argmax[...] as candidate_overlap does (rows of padding gt
+// candidates are computed too, and every gt row even without add_gt; the host reads what it
+// needs). All pointers are device pointers.
 void proposal_target_overlaps_gpu(const float* rois, const float* gt_boxes, int batch,
                                   int64_t rois_per_image, int num_gt, float* max_iou,
                                   int* argmax, void* stream);

@@ -1,4 +1,4 @@
-"""Proposal target sampling for the Faster R-CNN box head (op ``_contrib_ProposalTarget``)."""
+"""Proposal target sampling for the R-CNN box heads (op ``_contrib_ProposalTarget``)."""
 import numbers
 
 import mxnet as mx
@@ -41,6 +41,12 @@ def _check_four(name, values, positive):
     return values
 
 
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
 def _check_ndarray_inputs(rois, gt_boxes):
     for name, arr in (("rois", rois), ("gt_boxes", gt_boxes)):
         if np.dtype(arr.dtype) != np.float32:
@@ -63,22 +69,33 @@ def _check_ndarray_inputs(rois, gt_boxes):
 def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=0.25,
                     fg_thresh=0.5, bg_thresh_hi=0.5, bg_thresh_lo=0.0,
                     bbox_means=(0., 0., 0., 0.), bbox_stds=(0.1, 0.1, 0.2, 0.2),
-                    class_agnostic=False, name=None):
+                    class_agnostic=False, add_gt=True, sample=True, output_gt_index=False,
+                    name=None):
     """Samples the rois the box head trains on and builds their class and box targets.
 
-    For each image b the candidates are its R rois followed by its valid gt boxes (rows with
-    class > 0, in row order). Each candidate's max IoU with the image's valid gt boxes ("+1"
-    pixel convention, as ``simpledet.core.boxes.box_iou``) and the gt reaching it (first on ties)
-    classify it: foreground when max_iou >= fg_thresh, background when it is not foreground and
-    bg_thresh_lo <= max_iou < bg_thresh_hi; in an image without valid gt every candidate is
-    background. ``min(round(fg_fraction * image_rois), #fg)`` foreground candidates are sampled
-    without replacement (``round`` is half-to-even, as NumPy's), the remaining rows take
-    background candidates, without replacement when there are enough, otherwise all of them plus
-    uniform repeats; with no background candidate at all the remaining rows are ignored
-    (label -1, zero weights, roi = the image's first candidate). Each image's rows are the
-    foreground block then the background block, each in ascending candidate order, then the
-    ignored rows; so when nothing is subsampled the output is deterministic. Sampling draws from
-    MXNet's random states: ``mx.random.seed`` reproduces it.
+    For each image b the candidates are its R rois followed, when ``add_gt``, by its G gt rows
+    (in row order). Each candidate's max IoU with the image's valid gt boxes (rows with
+    class > 0; "+1" pixel convention, as ``simpledet.core.boxes.box_iou``) and the gt reaching
+    it (first on ties) classify it: foreground when max_iou >= fg_thresh, background when it is
+    not foreground and bg_thresh_lo <= max_iou < bg_thresh_hi, otherwise ignored; in an image
+    without valid gt every candidate is background.
+
+    With ``sample`` (S = image_rois rows per image) padding gt rows are no candidates;
+    ``min(round(fg_fraction * image_rois), #fg)`` foreground candidates are sampled without
+    replacement (``round`` is half-to-even, as NumPy's), the remaining rows take background
+    candidates, without replacement when there are enough, otherwise all of them plus uniform
+    repeats; with no background candidate at all the remaining rows are ignored (label -1, zero
+    weights, roi = the image's first candidate). Each image's rows are the foreground block then
+    the background block, each in ascending candidate order, then the ignored rows; so when
+    nothing is subsampled the output is deterministic. Sampling draws from MXNet's random
+    states: ``mx.random.seed`` reproduces it.
+
+    Without ``sample`` (Cascade R-CNN's later stages relabel all boxes of the previous stage)
+    every candidate is a row, in candidate order: S = R + G with ``add_gt``, else R, and
+    image_rois / fg_fraction are unused. Foreground rows get their gt's class and targets,
+    background rows label 0, ignored candidates label -1 with zero weights; a padding gt row
+    (with ``add_gt``) is a label -1 row holding its own (padding) box with zero weights. Nothing
+    is drawn.
 
     Args:
         rois: (B*R, 5) float32 [batch_idx, x1, y1, x2, y2], B contiguous blocks of R rows
@@ -94,11 +111,16 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
         bbox_means: 4 numbers; targets are normalized as (t - means) / stds.
         bbox_stds: 4 positive numbers.
         class_agnostic: one 4-column target per row instead of one per class.
+        add_gt: the image's gt boxes are candidates after its rois (SimpleDet's
+            ``proposal_wo_gt = False``); False: only its R rois are.
+        sample: subsample image_rois rows per image; False: keep every candidate, in order.
+        output_gt_index: also return gt_index (for Mask R-CNN's mask targets).
         name: symbol name (Symbol inputs only).
 
     Returns:
-        Tuple ``(rois, labels, bbox_targets, bbox_weights)``, Symbols or NDArrays like the inputs,
-        all float32, image b's rows at [b*S, (b+1)*S):
+        Tuple ``(rois, labels, bbox_targets, bbox_weights)``, plus ``gt_index`` last with
+        ``output_gt_index``; Symbols or NDArrays like the inputs, all float32, S rows per image
+        (image_rois with ``sample``, else R + G or R), image b's rows at [b*S, (b+1)*S):
 
         - rois: (B*S, 5) [b, x1, y1, x2, y2] sampled boxes.
         - labels: (B*S,) gt class for foreground rows, 0 for background, -1 for ignored rows.
@@ -107,6 +129,8 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
           regression target (dx, dy, dw, dh) from its roi to its matched gt
           (``simpledet.core.boxes.encode_boxes``); zeros elsewhere.
         - bbox_weights: same shape, 1 where a target is set, else 0.
+        - gt_index: (B*S,) for a foreground row the row index j (0..G-1, padding rows counted)
+          in gt_boxes[b] of its matched gt, whose class is its label; -1 on every other row.
 
     Raises:
         TypeError: inputs not both Symbols or both NDArrays, non-float32 NDArrays, or
@@ -124,8 +148,10 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
                          f"({bg_thresh_hi})")
     bbox_means = _check_four("bbox_means", bbox_means, positive=False)
     bbox_stds = _check_four("bbox_stds", bbox_stds, positive=True)
-    if not isinstance(class_agnostic, bool):
-        raise TypeError(f"class_agnostic must be a bool, got {class_agnostic!r}")
+    class_agnostic = _check_bool("class_agnostic", class_agnostic)
+    add_gt = _check_bool("add_gt", add_gt)
+    sample = _check_bool("sample", sample)
+    output_gt_index = _check_bool("output_gt_index", output_gt_index)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {name!r}")
 
@@ -139,10 +165,13 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
         "bbox_means": str(bbox_means),
         "bbox_stds": str(bbox_stds),
         "class_agnostic": str(class_agnostic),
+        "add_gt": str(add_gt),
+        "sample": str(sample),
+        "output_gt_index": str(output_gt_index),
     }
     if isinstance(rois, mx.sym.Symbol) and isinstance(gt_boxes, mx.sym.Symbol):
         out = mx.sym.contrib.ProposalTarget(rois, gt_boxes, name=name, **attrs)
-        return tuple(out[i] for i in range(4))
+        return tuple(out[i] for i in range(5 if output_gt_index else 4))
     if isinstance(rois, mx.nd.NDArray) and isinstance(gt_boxes, mx.nd.NDArray):
         _check_ndarray_inputs(rois, gt_boxes)
         return tuple(mx.nd.contrib.ProposalTarget(rois, gt_boxes, **attrs))

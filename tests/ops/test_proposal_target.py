@@ -10,7 +10,8 @@ STDS = (0.1, 0.1, 0.2, 0.2)
 
 
 def run(rois, gt_boxes, **kwargs):
-    """The op on NumPy inputs; returns NumPy (rois, labels, bbox_targets, bbox_weights)."""
+    """The op on NumPy inputs; returns NumPy (rois, labels, bbox_targets, bbox_weights), plus
+    gt_index with output_gt_index=True."""
     out = proposal_target(mx.nd.array(rois, dtype="float32"),
                           mx.nd.array(gt_boxes, dtype="float32"), **kwargs)
     return tuple(o.asnumpy() for o in out)
@@ -18,9 +19,11 @@ def run(rois, gt_boxes, **kwargs):
 
 def reference(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=0.25, fg_thresh=0.5,
               bg_thresh_hi=0.5, bg_thresh_lo=0.0, bbox_means=(0., 0., 0., 0.),
-              bbox_stds=STDS, class_agnostic=False):
-    """NumPy proposal target for configurations that need no random draw: every fg candidate
-    fits the quota and the bg candidates exactly fill the rest (or there are none, or one)."""
+              bbox_stds=STDS, class_agnostic=False, add_gt=True, sample=True,
+              output_gt_index=False):
+    """NumPy proposal target; returns what ``run`` returns. With sample, only for configurations
+    that need no random draw: every fg candidate fits the quota and the bg candidates exactly
+    fill the rest (or there are none, or one)."""
     rois = np.asarray(rois, np.float32)
     gt_boxes = np.asarray(gt_boxes, np.float32)
     batch = gt_boxes.shape[0]
@@ -28,39 +31,66 @@ def reference(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=0.25, 
     width = 4 if class_agnostic else 4 * num_classes
     outs = []
     for b in range(batch):
-        gts = gt_boxes[b][gt_boxes[b, :, 4] > 0]
-        cand = np.concatenate([rois[b * per_image:(b + 1) * per_image, 1:5], gts[:, :4]])
+        valid = np.flatnonzero(gt_boxes[b, :, 4] > 0)
+        gts = gt_boxes[b, valid]
+        # Sampling skips padding gt rows; without sampling they are (ignored) rows.
+        gt_cand = gt_boxes[b] if not sample else gts
+        gt_cand = gt_cand if add_gt else gt_cand[:0]
+        cand = np.concatenate([rois[b * per_image:(b + 1) * per_image, 1:5], gt_cand[:, :4]])
+        padding = np.concatenate([np.zeros(per_image, bool), gt_cand[:, 4] <= 0])
         if len(gts):
             iou = box_iou(cand, gts[:, :4])
             max_iou, arg = iou.max(axis=1), iou.argmax(axis=1)
-            fg = np.flatnonzero(max_iou >= fg_thresh)
-            bg = np.flatnonzero((max_iou < fg_thresh) & (max_iou >= bg_thresh_lo)
-                                & (max_iou < bg_thresh_hi))
+            is_fg = (max_iou >= fg_thresh) & ~padding
+            is_bg = ~is_fg & (max_iou >= bg_thresh_lo) & (max_iou < bg_thresh_hi) & ~padding
         else:
             arg = np.zeros(len(cand), np.int64)
-            fg, bg = np.zeros(0, np.int64), np.arange(len(cand))
-        num_fg = min(int(np.round(fg_fraction * image_rois)), len(fg))
-        assert num_fg == len(fg), "reference: fg would be subsampled"
-        num_bg = image_rois - num_fg
-        if len(bg) == 1:
-            bg = np.repeat(bg, num_bg)
-        assert len(bg) in (0, num_bg), "reference: bg would be subsampled"
-        num_fill = image_rois - num_fg - len(bg)
-        chosen = np.concatenate([fg, bg, np.zeros(num_fill, np.int64)]).astype(np.int64)
-        out_rois = np.zeros((image_rois, 5), np.float32)
+            is_fg, is_bg = np.zeros(len(cand), bool), ~padding
+        fg, bg = np.flatnonzero(is_fg), np.flatnonzero(is_bg)
+        if sample:
+            num_fg = min(int(np.round(fg_fraction * image_rois)), len(fg))
+            assert num_fg == len(fg), "reference: fg would be subsampled"
+            num_bg = image_rois - num_fg
+            if len(bg) == 1:
+                bg = np.repeat(bg, num_bg)
+            assert len(bg) in (0, num_bg), "reference: bg would be subsampled"
+            num_fill = image_rois - num_fg - len(bg)
+            chosen = np.concatenate([fg, bg, np.zeros(num_fill, np.int64)]).astype(np.int64)
+            fg_rows, bg_rows = np.arange(num_fg), np.arange(num_fg, num_fg + len(bg))
+        else:
+            chosen, fg_rows, bg_rows = np.arange(len(cand)), fg, bg
+        rows = len(chosen)
+        out_rois = np.zeros((rows, 5), np.float32)
         out_rois[:, 0] = b
-        out_rois[:, 1:] = cand[chosen] if len(cand) else 0
-        labels = np.concatenate([gts[arg[fg], 4], np.zeros(len(bg)), -np.ones(num_fill)])
-        targets = np.zeros((image_rois, width), np.float32)
-        weights = np.zeros((image_rois, width), np.float32)
-        if num_fg:
-            t = encode_boxes(cand[fg], gts[arg[fg], :4], bbox_means, bbox_stds)
-            for row, (cls, tt) in enumerate(zip(gts[arg[fg], 4].astype(int), t)):
+        out_rois[:, 1:] = cand[chosen]
+        labels = -np.ones(rows, np.float32)
+        labels[bg_rows] = 0
+        matched = arg[chosen[fg_rows]]
+        labels[fg_rows] = gts[matched, 4] if len(fg_rows) else 0
+        targets = np.zeros((rows, width), np.float32)
+        weights = np.zeros((rows, width), np.float32)
+        gt_index = -np.ones(rows, np.float32)
+        if len(fg_rows):
+            gt_index[fg_rows] = valid[matched]
+            t = encode_boxes(cand[chosen[fg_rows]], gts[matched, :4], bbox_means, bbox_stds)
+            for row, cls, tt in zip(fg_rows, gts[matched, 4].astype(int), t):
                 col = 0 if class_agnostic else 4 * cls
                 targets[row, col:col + 4] = tt
                 weights[row, col:col + 4] = 1
-        outs.append((out_rois, labels.astype(np.float32), targets, weights))
-    return tuple(np.concatenate([o[i] for o in outs]) for i in range(4))
+        outs.append((out_rois, labels, targets, weights, gt_index))
+    count = 5 if output_gt_index else 4
+    return tuple(np.concatenate([o[i] for o in outs]) for i in range(count))
+
+
+def assert_matches_reference(got, want):
+    """Exact rows, labels, weights and gt_index; targets to float32 rounding."""
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, (i, g.shape, w.shape)
+        if i == 2:
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(g, w)
 
 
 def random_boxes(rng, n, gts, size=100.0):
@@ -99,10 +129,12 @@ def random_inputs(rng, batch, per_image, gt_rows, num_classes, valid_counts):
     return np.concatenate(rois), gt_boxes
 
 
-def candidates(rois, gt_boxes, b):
+def candidates(rois, gt_boxes, b, add_gt=True):
+    """Image b's sampling candidates (rois, then its valid gts with add_gt) and valid gts."""
     per_image = rois.shape[0] // gt_boxes.shape[0]
     gts = gt_boxes[b][gt_boxes[b, :, 4] > 0]
-    return np.concatenate([rois[b * per_image:(b + 1) * per_image, 1:5], gts[:, :4]]), gts
+    cand = rois[b * per_image:(b + 1) * per_image, 1:5]
+    return (np.concatenate([cand, gts[:, :4]]) if add_gt else cand), gts
 
 
 def candidate_index(cand, boxes):
@@ -221,15 +253,22 @@ SUB_KW = dict(num_classes=4, image_rois=40, fg_fraction=0.25, fg_thresh=0.5, bg_
 
 
 def check_sampling(rois, gt, out, kw):
-    """Properties that hold whatever the random draw."""
-    o_rois, labels, targets, weights = out
+    """Properties that hold whatever the random draw (gt_index too when out has it)."""
+    o_rois, labels, targets, weights = out[:4]
     batch, S = gt.shape[0], kw["image_rois"]
     quota = int(np.round(kw["fg_fraction"] * S))
     for b in range(batch):
         sl = slice(b * S, (b + 1) * S)
         r, lab, t, w = o_rois[sl], labels[sl], targets[sl], weights[sl]
         assert (r[:, 0] == b).all()
-        cand, gts = candidates(rois, gt, b)
+        cand, gts = candidates(rois, gt, b, kw.get("add_gt", True))
+        if not len(gts):  # every candidate is background
+            idx = candidate_index(cand, r[:, 1:])
+            assert (lab == 0).all() and (w == 0).all() and (t == 0).all()
+            assert set(idx) == set(range(len(cand))) or len(set(idx)) == S
+            if len(out) == 5:
+                assert (out[4][sl] == -1).all()
+            continue
         max_iou = box_iou(cand, gts[:, :4]).max(axis=1)
         n_fg_cand = int((max_iou >= kw["fg_thresh"]).sum())
         is_bg_cand = ((max_iou >= kw["bg_thresh_lo"]) & (max_iou < kw["bg_thresh_hi"])
@@ -245,6 +284,11 @@ def check_sampling(rois, gt, out, kw):
         assert (iou.max(axis=1) >= kw["fg_thresh"]).all()
         matched = gts[iou.argmax(axis=1)]
         np.testing.assert_array_equal(lab[:num_fg], matched[:, 4])
+        if len(out) == 5:  # gt_index: the matched gt's row in gt_boxes[b] (padding counted)
+            valid_rows = np.flatnonzero(gt[b, :, 4] > 0)
+            gt_index = out[4][sl]
+            np.testing.assert_array_equal(gt_index[:num_fg], valid_rows[iou.argmax(axis=1)])
+            assert (gt_index[num_fg:] == -1).all()
         # targets decode back to the matched gt; weights mark exactly the class columns.
         cls = lab[:num_fg].astype(int)
         cols = 4 * cls[:, None] + np.arange(4)[None, :]
@@ -332,6 +376,197 @@ def test_subsampling_class_agnostic():
 
 
 # ---------------------------------------------------------------------------------------------
+# output_gt_index: the row in gt_boxes[b] of each foreground row's matched gt.
+
+def test_gt_index_hand_computed():
+    # The gt sits at row 2 (rows 0 and 1 are padding): the fg rows (roi0, then the gt itself)
+    # name row 2, the bg row -1; the other outputs are those of the op without gt_index.
+    gt = np.array([[[1, 2, 3, 4, -1], [0, 0, 0, 0, 0], [0, 0, 9, 9, 2]]], np.float32)
+    kw = dict(num_classes=3, image_rois=3, fg_fraction=1.0)
+    out = run(HAND_ROIS, gt, output_gt_index=True, **kw)
+    assert len(out) == 5 and out[4].dtype == np.float32
+    np.testing.assert_array_equal(out[1], [2, 2, 0])
+    np.testing.assert_array_equal(out[4], [2, 2, -1])
+    for g, w in zip(out, run(HAND_ROIS, gt, **kw)):
+        np.testing.assert_array_equal(g, w)
+    assert_matches_reference(out, reference(HAND_ROIS, gt, output_gt_index=True, **kw))
+
+
+def test_gt_index_picks_the_best_of_two_gts():
+    # roi [0, 0, 11, 9] overlaps gt row 0 [0, 0, 9, 9] (100 / 120) and gt row 1 [2, 0, 11, 9]
+    # (100 / 120 too: a tie goes to the first row) and roi [3, 0, 12, 9] is closer to row 1
+    # (90 / 110 vs 70 / 130).
+    rois = np.array([[0, 0, 0, 11, 9], [0, 3, 0, 12, 9]], np.float32)
+    gt = np.array([[[0, 0, 9, 9, 1], [2, 0, 11, 9, 2]]], np.float32)
+    out = run(rois, gt, num_classes=3, image_rois=4, fg_fraction=1.0, output_gt_index=True)
+    np.testing.assert_array_equal(out[0][:, 1:], [[0, 0, 11, 9], [3, 0, 12, 9], [0, 0, 9, 9],
+                                                  [2, 0, 11, 9]])
+    np.testing.assert_array_equal(out[1], [1, 2, 1, 2])
+    np.testing.assert_array_equal(out[4], [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("class_agnostic", [False, True])
+def test_gt_index_reference_batch2_with_padding_rows(class_agnostic):
+    rng = np.random.default_rng(10)
+    for trial in range(3):
+        rois, gt = random_inputs(rng, 2, 60, 6, 5, [3, 3])  # 3 padding rows per image
+        kw = dict(num_classes=5, image_rois=63, fg_fraction=1.0, class_agnostic=class_agnostic)
+        got = run(rois, gt, output_gt_index=True, **kw)
+        assert_matches_reference(got, reference(rois, gt, output_gt_index=True, **kw))
+        labels, gt_index = got[1], got[4]
+        fg = labels > 0
+        assert fg.sum() >= 10 and (gt_index[fg] >= 0).all() and (gt_index[~fg] == -1).all()
+        image = np.repeat(np.arange(2), 63)
+        np.testing.assert_array_equal(gt[image[fg], gt_index[fg].astype(int), 4], labels[fg])
+        for g, w in zip(got, run(rois, gt, **kw)):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_gt_index_subsampled_with_a_gt_less_image():
+    rng = np.random.default_rng(11)
+    rois, gt = random_inputs(rng, 3, 200, 5, 4, [3, 0, 2])
+    kw = dict(SUB_KW, output_gt_index=True)
+    mx.random.seed(4)
+    out = run(rois, gt, **kw)
+    check_sampling(rois, gt, out, kw)
+    assert (out[1] > 0).sum() > 10
+    np.testing.assert_array_equal(out[4][40:80], -np.ones(40))
+    mx.random.seed(4)  # the same draw as without gt_index
+    for g, w in zip(out, run(rois, gt, **SUB_KW)):
+        np.testing.assert_array_equal(g, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# add_gt=False: only the rois are candidates.
+
+def test_add_gt_false_hand_computed():
+    # roi0 [5, 0, 14, 9]: IoU 0.333 with the gt -> bg; roi1 far away: IoU 0 < bg_thresh_lo ->
+    # neither. Only the appended gt can be fg.
+    rois = np.array([[0, 5, 0, 14, 9], [0, 20, 20, 30, 30]], np.float32)
+    kw = dict(num_classes=3, image_rois=2, fg_fraction=0.5, bg_thresh_lo=0.1,
+              output_gt_index=True)
+    with_gt = run(rois, HAND_GT, **kw)
+    np.testing.assert_array_equal(with_gt[0][:, 1:], [[0, 0, 9, 9], [5, 0, 14, 9]])
+    np.testing.assert_array_equal(with_gt[1], [2, 0])
+    np.testing.assert_array_equal(with_gt[4], [0, -1])
+    # Without it there is no fg: both rows are the one bg candidate (repeated).
+    without = run(rois, HAND_GT, add_gt=False, **kw)
+    np.testing.assert_array_equal(without[0], [[0, 5, 0, 14, 9]] * 2)
+    np.testing.assert_array_equal(without[1], [0, 0])
+    np.testing.assert_array_equal(without[4], [-1, -1])
+    assert without[2].sum() == 0 and without[3].sum() == 0
+    for add_gt, got in ((True, with_gt), (False, without)):
+        assert_matches_reference(got, reference(rois, HAND_GT, add_gt=add_gt, **kw))
+
+
+def no_gt_rows(out_rois, gt, S):
+    """No output row of image b is one of its gt boxes."""
+    for b in range(gt.shape[0]):
+        boxes = out_rois[b * S:(b + 1) * S, 1:]
+        assert not np.all(boxes[:, None, :] == gt[b, None, :, :4], axis=2).any()
+
+
+def test_add_gt_false_reference_and_subsampling():
+    rng = np.random.default_rng(12)
+    rois, gt = random_inputs(rng, 2, 60, 5, 4, [3, 3])
+    # Exact: image_rois = R and every roi is fg or bg.
+    kw = dict(num_classes=4, image_rois=60, fg_fraction=1.0, add_gt=False,
+              output_gt_index=True)
+    got = run(rois, gt, **kw)
+    assert_matches_reference(got, reference(rois, gt, **kw))
+    assert (got[1] > 0).sum() >= 10
+    no_gt_rows(got[0], gt, 60)
+    # Subsampled from the rois only; with the gts added the rows differ.
+    rois, gt = random_inputs(rng, 2, 300, 6, SUB_KW["num_classes"], [4, 2])
+    kw = dict(SUB_KW, add_gt=False, output_gt_index=True)
+    mx.random.seed(5)
+    without = run(rois, gt, **kw)
+    check_sampling(rois, gt, without, kw)
+    no_gt_rows(without[0], gt, kw["image_rois"])
+    mx.random.seed(5)
+    with_gt = run(rois, gt, **dict(kw, add_gt=True))
+    assert not np.array_equal(with_gt[0], without[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# sample=False: every candidate is a row, in candidate order.
+
+def test_sample_false_hand_computed():
+    # fg_thresh 0.9, bg [0, 0.5): roi0 (IoU 0.833) lies between the thresholds -> ignored;
+    # roi1 (0.333) bg; the gt (1.0) fg; the padding gt row: -1 with its own box.
+    gt = np.array([[[0, 0, 9, 9, 2], [1, 2, 3, 4, -1]]], np.float32)
+    kw = dict(num_classes=3, fg_thresh=0.9, sample=False, output_gt_index=True)
+    rois, labels, targets, weights, gt_index = run(HAND_ROIS, gt, **kw)
+    np.testing.assert_array_equal(rois, [[0, 0, 0, 11, 9], [0, 5, 0, 14, 9], [0, 0, 0, 9, 9],
+                                         [0, 1, 2, 3, 4]])
+    np.testing.assert_array_equal(labels, [-1, 0, 2, -1])
+    np.testing.assert_array_equal(gt_index, [-1, -1, 0, -1])
+    expected_w = np.zeros((4, 12), np.float32)
+    expected_w[2, 8:12] = 1
+    np.testing.assert_array_equal(weights, expected_w)
+    assert (targets == 0).all()  # gt -> itself, zero means
+    # image_rois and fg_fraction are unused; without add_gt the rows are the 2 rois.
+    again = run(HAND_ROIS, gt, image_rois=1, fg_fraction=0.0, **kw)
+    for g, w in zip(again, (rois, labels, targets, weights, gt_index)):
+        np.testing.assert_array_equal(g, w)
+    rois, labels, targets, weights, gt_index = run(HAND_ROIS, gt, add_gt=False, **kw)
+    np.testing.assert_array_equal(rois, HAND_ROIS)
+    np.testing.assert_array_equal(labels, [-1, 0])
+    np.testing.assert_array_equal(gt_index, [-1, -1])
+    assert weights.sum() == 0
+    # With fg_thresh 0.5 roi0 is fg with the hand-computed target.
+    out = run(HAND_ROIS, gt, num_classes=3, sample=False, output_gt_index=True)
+    np.testing.assert_array_equal(out[1], [2, 0, 2, -1])
+    np.testing.assert_array_equal(out[4], [0, -1, 0, -1])
+    np.testing.assert_allclose(out[2][0, 8:12], HAND_T0, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("add_gt", [True, False])
+@pytest.mark.parametrize("class_agnostic", [False, True])
+def test_sample_false_reference(add_gt, class_agnostic):
+    # 3 images, the second without gt; fg >= 0.6, bg [0.1, 0.4): candidates between 0.4 and
+    # 0.6 and under 0.1 are ignored rows.
+    rng = np.random.default_rng(13)
+    rois, gt = random_inputs(rng, 3, 40, 5, 4, [3, 0, 2])
+    kw = dict(num_classes=4, fg_thresh=0.6, bg_thresh_hi=0.4, bg_thresh_lo=0.1,
+              bbox_means=(0.01, -0.02, 0.03, 0.0), class_agnostic=class_agnostic,
+              add_gt=add_gt, sample=False, output_gt_index=True)
+    got = run(rois, gt, **kw)
+    assert_matches_reference(got, reference(rois, gt, **kw))
+    S = 40 + (5 if add_gt else 0)
+    assert got[1].shape == (3 * S,)
+    for b in range(3):
+        rows = got[0][b * S:(b + 1) * S]
+        assert (rows[:, 0] == b).all()
+        np.testing.assert_array_equal(rows[:40, 1:], rois[b * 40:(b + 1) * 40, 1:])
+        if add_gt:
+            np.testing.assert_array_equal(rows[40:, 1:], gt[b, :, :4])
+            np.testing.assert_array_equal(got[1][b * S + 40:(b + 1) * S][gt[b, :, 4] <= 0], -1)
+    labels = got[1]
+    assert (labels[1 * S:1 * S + 40] == 0).all()  # no gt: every roi is background
+    for b in (0, 2):
+        cand, gts = candidates(rois, gt, b, add_gt=False)
+        max_iou = box_iou(cand, gts[:, :4]).max(axis=1)
+        between = (max_iou >= 0.4) & (max_iou < 0.6)
+        assert between.any(), "inputs should hold rois between the thresholds"
+        assert (labels[b * S:b * S + 40][between] == -1).all()
+        assert ((labels[b * S:b * S + 40] > 0) == (max_iou >= 0.6)).all()
+    assert (got[3][labels <= 0] == 0).all() and (got[4][labels <= 0] == -1).all()
+
+
+def test_sample_false_draws_nothing():
+    rng = np.random.default_rng(14)
+    rois, gt = random_inputs(rng, 2, 300, 6, SUB_KW["num_classes"], [4, 2])
+    mx.random.seed(6)
+    first = run(rois, gt, **SUB_KW)
+    mx.random.seed(6)
+    run(rois, gt, **dict(SUB_KW, sample=False))
+    after = run(rois, gt, **SUB_KW)
+    for a, b in zip(first, after):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
 # Images without gt, shapes, graphs.
 
 def test_image_with_zero_gt_boxes():
@@ -389,12 +624,42 @@ def test_output_shapes_symbolic():
         assert all(t == np.float32 for t in out_types)
 
 
-def test_module_forward_backward():
+@pytest.mark.parametrize("add_gt, sample, output_gt_index, rows", [
+    (True, True, False, 16), (True, True, True, 16), (False, True, True, 16),
+    (True, False, False, 109), (True, False, True, 109), (False, False, False, 100),
+    (False, False, True, 100)])
+def test_output_shapes_for_each_option(add_gt, sample, output_gt_index, rows):
+    # 3 images of R = 100 rois and G = 9 gt rows; S = image_rois, or R + G / R unsampled.
+    rois = mx.sym.Variable("rois")
+    gt = mx.sym.Variable("gt_boxes")
+    kw = dict(num_classes=7, image_rois=16, add_gt=add_gt, sample=sample,
+              output_gt_index=output_gt_index)
+    outs = proposal_target(rois, gt, name="pt", **kw)
+    count = 5 if output_gt_index else 4
+    assert len(outs) == count
+    raw = mx.sym.contrib.ProposalTarget(rois, gt, **{k: str(v) for k, v in kw.items()})
+    assert len(raw.list_outputs()) == count
+    group = mx.sym.Group(list(outs))
+    _, out_shapes, _ = group.infer_shape(rois=(3 * 100, 5), gt_boxes=(3, 9, 5))
+    n = 3 * rows
+    assert out_shapes == [(n, 5), (n,), (n, 28), (n, 28), (n,)][:count]
+    _, out_types, _ = group.infer_type(rois="float32", gt_boxes="float32")
+    assert len(out_types) == count and all(t == np.float32 for t in out_types)
+    # The NDArray path gives the same shapes.
+    rng = np.random.default_rng(15)
+    rois_np, gt_np = random_inputs(rng, 3, 100, 9, 7, [2, 0, 9])
+    got = run(rois_np, gt_np, **kw)
+    assert [g.shape for g in got] == out_shapes
+
+
+@pytest.mark.parametrize("output_gt_index", [False, True])
+def test_module_forward_backward(output_gt_index):
     # Module slices data on axis 0, so rois enter as (B, R, 5) and are flattened in the graph.
     rois = mx.sym.reshape(mx.sym.Variable("rois"), shape=(-1, 5))
     gt = mx.sym.Variable("gt_boxes")
-    s_rois, labels, targets, weights = proposal_target(rois, gt, num_classes=3, image_rois=16,
-                                                       name="proposal_target")
+    outs = proposal_target(rois, gt, num_classes=3, image_rois=16,
+                           output_gt_index=output_gt_index, name="proposal_target")
+    s_rois, labels, targets, weights = outs[:4]
     feat = mx.sym.FullyConnected(s_rois / 100.0, num_hidden=8, name="fc")
     cls = mx.sym.FullyConnected(feat, num_hidden=3, name="cls")
     reg = mx.sym.FullyConnected(feat, num_hidden=12, name="reg")
@@ -402,7 +667,8 @@ def test_module_forward_backward():
                                     normalization="valid", name="cls_prob")
     reg_loss = mx.sym.MakeLoss(mx.sym.sum(weights * mx.sym.smooth_l1(reg - targets, scalar=1.0))
                                / 32.0, name="reg_loss")
-    net = mx.sym.Group([cls_loss, reg_loss, mx.sym.BlockGrad(labels)])
+    extra = [mx.sym.BlockGrad(outs[4])] if output_gt_index else []
+    net = mx.sym.Group([cls_loss, reg_loss, mx.sym.BlockGrad(labels)] + extra)
     mod = mx.mod.Module(net, data_names=["rois", "gt_boxes"], label_names=None,
                         context=mx.cpu())
     mod.bind(data_shapes=[("rois", (2, 50, 5)), ("gt_boxes", (2, 3, 5))], for_training=True,
@@ -415,6 +681,13 @@ def test_module_forward_backward():
     mod.backward()
     out_labels = mod.get_outputs()[2].asnumpy()
     assert out_labels.shape == (32,) and (out_labels > 0).any()
+    if output_gt_index:
+        gt_index = mod.get_outputs()[3].asnumpy()
+        fg = out_labels > 0
+        assert gt_index.shape == (32,) and (gt_index[~fg] == -1).all()
+        image = np.repeat(np.arange(2), 16)
+        np.testing.assert_array_equal(gt_np[image[fg], gt_index[fg].astype(int), 4],
+                                      out_labels[fg])
     grads = mod._exec_group.grad_arrays
     names = mod._exec_group.param_names
     for name, g in zip(names, grads):
@@ -439,6 +712,9 @@ def test_module_forward_backward():
     (dict(num_classes=3, bbox_stds=(0.1, 0.1, 0.2, 0)), ValueError, "bbox_stds"),
     (dict(num_classes=3, bbox_stds=0.1), TypeError, "bbox_stds"),
     (dict(num_classes=3, class_agnostic="yes"), TypeError, "class_agnostic"),
+    (dict(num_classes=3, add_gt="no"), TypeError, "add_gt"),
+    (dict(num_classes=3, sample=1), TypeError, "sample"),
+    (dict(num_classes=3, output_gt_index=None), TypeError, "output_gt_index"),
 ])
 def test_bad_arguments_python(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -468,6 +744,9 @@ def test_bad_inputs_python():
     (dict(num_classes="3", bg_thresh_lo="0.6", bg_thresh_hi="0.5"), "bg_thresh_lo"),
     (dict(num_classes="3", bbox_stds="(1, 1, 1)"), "bbox_stds"),
     (dict(num_classes="3", bbox_means="(1, 1)"), "bbox_means"),
+    (dict(num_classes="3", add_gt="maybe"), "'add_gt' must be a boolean"),
+    (dict(num_classes="3", sample="2"), "'sample' must be a boolean"),
+    (dict(num_classes="3", output_gt_index="yes"), "'output_gt_index' must be a boolean"),
 ])
 def test_bad_attributes_cpp(attrs, match):
     with pytest.raises(mx.base.MXNetError, match=match):
