@@ -86,6 +86,22 @@ MUTATIONS = (
         new="pass",
         tests=("tests/data/test_transforms.py",)),
     Mutation(
+        name="add_gt_as_proposals",
+        claim="roi_sampler.add_gt_as_proposals=False keeps the gt boxes out of the RoI "
+              "sampler's candidates",
+        file="simpledet/models/rpn/rpn_head.py",
+        old="add_gt=sampler.add_gt_as_proposals,",
+        new="add_gt=True,",
+        tests=("tests/detectors/test_faster_rcnn.py::"
+               "test_add_gt_as_proposals_false_changes_the_sampled_rows",)),
+    Mutation(
+        name="proposal_target_add_gt_attr",
+        claim="proposal_target passes add_gt to the op (False: only the rois are candidates)",
+        file="simpledet/ops/proposal_target.py",
+        old='"add_gt": str(add_gt),',
+        new='"add_gt": "True",',
+        tests=("tests/ops/test_proposal_target.py",)),
+    Mutation(
         name="pretrain_strict",
         claim="a pretrained file missing backbone parameters is an error naming them",
         file="simpledet/engine/pretrained.py",

@@ -25,7 +25,7 @@ LOSS_OUTPUTS = ["rpn_cls_loss_output", "rpn_reg_loss_output", "bbox_cls_loss_out
 
 def load_quietly(path):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. the add_gt_as_proposals note of the v2 config
+        warnings.simplefilter("ignore")  # notes a config may raise are not this test's subject
         cfg = load_config(path)
         return cfg, FasterRcnn(cfg)
 
@@ -88,9 +88,32 @@ def test_data_and_label_names():
     assert FasterRcnn.label_names == ()
 
 
-def test_unsupported_sampler_option_is_reported():
-    with pytest.warns(UserWarning, match="add_gt_as_proposals"):
-        FasterRcnn(load_config(REPO / "config" / "faster_r50v2c4_c5_256roi_1x.py"))
+def test_add_gt_as_proposals_false_changes_the_sampled_rows():
+    # The 256-RoI v2 config keeps the gt boxes out of the proposals: it builds without a warning
+    # and its sampler sees only the proposals. Here only the gt itself would be foreground.
+    path = REPO / "config" / "faster_r50v2c4_c5_256roi_1x.py"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        without_gt = FasterRcnn(load_config(path))
+    assert without_gt.cfg.roi_sampler.add_gt_as_proposals is False
+    with_gt = FasterRcnn(load_config(path, ["roi_sampler.add_gt_as_proposals=True"]))
+    rois = np.array([[0, 5, 0, 14, 9], [0, 20, 20, 30, 30]], np.float32)  # IoU 1/3 and 0
+    gt = np.array([[[0, 0, 9, 9, 1], [-1, -1, -1, -1, -1]]], np.float32)
+
+    def sample(model):
+        outs = model.rpn_head.get_sampled_proposal(mx.sym.var("rois"), mx.sym.var("gt_boxes"))
+        exe = mx.sym.Group(list(outs)).bind(mx.cpu(), {"rois": mx.nd.array(rois),
+                                                       "gt_boxes": mx.nd.array(gt)})
+        return [o.asnumpy() for o in exe.forward()]
+
+    mx.random.seed(0)
+    rows, labels, _, weights = sample(without_gt)
+    assert labels.shape == (256,) and (labels == 0).all() and weights.sum() == 0
+    assert not (rows[:, 1:] == gt[0, 0, :4]).all(axis=1).any()
+    rows, labels, _, weights = sample(with_gt)
+    np.testing.assert_array_equal(rows[0], [0, 0, 0, 9, 9])
+    np.testing.assert_array_equal(labels[:2], [1, 0])
+    assert (labels > 0).sum() == 1 and weights.sum() > 0
 
 
 @pytest.mark.parametrize("normalizer", ["gn", "syncbn", "bn"])

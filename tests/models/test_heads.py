@@ -190,6 +190,53 @@ def test_rpn_loss_is_zero_when_everything_is_ignored():
     assert cls_loss[0] == 0 and reg_loss[0] == 0
 
 
+def sampler_head(add_gt):
+    """An RpnHead sampling 4 RoIs per image, half of them at most foreground, classes 1..2."""
+    cfg = FasterRcnnConfig()
+    cfg.dataset.class_names = ("a", "b")
+    cfg.roi_sampler.batch_per_image = 4
+    cfg.roi_sampler.fg_fraction = 0.5
+    cfg.roi_sampler.add_gt_as_proposals = add_gt
+    cfg.freeze()
+    return RpnHead(cfg.rpn, ("p2",), (4,), sampler_cfg=cfg.roi_sampler,
+                   num_classes=cfg.num_classes, box_cfg=cfg.bbox_head)
+
+
+# roi0 has IoU 100 / 120 with the gt in row 1 (row 0 is padding): fg; roi1 misses it: bg.
+SAMPLER_INPUTS = {"rois": np.array([[0, 0, 0, 11, 9], [0, 10, 0, 29, 9]], np.float32),
+                  "gt_boxes": np.array([[[-1] * 5, [0, 0, 9, 9, 2]]], np.float32)}
+
+
+@pytest.mark.parametrize("add_gt", [True, False])
+def test_rpn_sampled_proposal_gt_index_and_add_gt(add_gt):
+    head = sampler_head(add_gt)
+    rois, gt_boxes = mx.sym.var("rois"), mx.sym.var("gt_boxes")
+    outs = head.get_sampled_proposal(rois, gt_boxes, with_gt_index=True)
+    assert len(outs) == 5
+    group = mx.sym.Group(list(outs))
+    assert group.list_outputs()[-1] == "rpn_sampled_gt_index_output"
+    (s_rois, labels, _, weights, gt_index), _ = run(group, SAMPLER_INPUTS)
+    # quota 2 fg: roi0 (and the gt when it is a candidate); the rest repeats the one bg roi1.
+    if add_gt:
+        np.testing.assert_array_equal(s_rois[:, 1:], [[0, 0, 11, 9], [0, 0, 9, 9],
+                                                      [10, 0, 29, 9], [10, 0, 29, 9]])
+        np.testing.assert_array_equal(labels, [2, 2, 0, 0])
+        np.testing.assert_array_equal(gt_index, [1, 1, -1, -1])
+    else:
+        np.testing.assert_array_equal(s_rois[:, 1:], [[0, 0, 11, 9]] + [[10, 0, 29, 9]] * 3)
+        np.testing.assert_array_equal(labels, [2, 0, 0, 0])
+        np.testing.assert_array_equal(gt_index, [1, -1, -1, -1])
+    assert (weights[labels <= 0] == 0).all()
+    # Without gt_index the head gives the same four outputs.
+    four = head.get_sampled_proposal(rois, gt_boxes)
+    assert len(four) == 4
+    got, _ = run(mx.sym.Group(list(four)), SAMPLER_INPUTS)
+    for g, w in zip(got, (s_rois, labels)):
+        np.testing.assert_array_equal(g, w)
+    with pytest.raises(TypeError, match="with_gt_index"):
+        head.get_sampled_proposal(rois, gt_boxes, with_gt_index=1)
+
+
 # --- box heads and losses ------------------------------------------------------------------
 
 def box_cfg(agnostic):

@@ -15,8 +15,6 @@ Choices (documented in the report of issue 4):
 Parameters (prefix ``rpn_``): ``rpn_conv_3x3_{weight,bias}``, ``rpn_cls_logit_{weight,bias}``,
 ``rpn_bbox_delta_{weight,bias}``; weights N(0, 0.01), biases 0.
 """
-import warnings
-
 import mxnet as mx
 
 from simpledet.models import losses
@@ -37,7 +35,8 @@ class RpnHead(RpnHeadBase):
             name the per-level ops.
         feature_strides: the strides of those maps (``cfg.rpn_feature_strides``).
         sampler_cfg: the ``roi_sampler`` section, for get_sampled_proposal (None: the head
-            only scores and proposes).
+            only scores and proposes); ``add_gt_as_proposals`` decides whether the gt boxes
+            join the proposals as sampling candidates.
         num_classes: K including background, for get_sampled_proposal.
         box_cfg: the ``bbox_head`` section, whose reg_mean / reg_std / class_agnostic encode the
             sampled RoIs' regression targets, for get_sampled_proposal.
@@ -55,11 +54,6 @@ class RpnHead(RpnHeadBase):
         self.feature_strides = tuple(feature_strides)
         self.num_anchors = rpn_cfg.num_anchors
         self.prefix = prefix
-        if sampler_cfg is not None and not sampler_cfg.add_gt_as_proposals:
-            warnings.warn("roi_sampler.add_gt_as_proposals=False is not supported by "
-                          "simpledet.ops.proposal_target yet (it always appends the gt boxes "
-                          "to the candidates); training samples from proposals + gt",
-                          stacklevel=2)
 
     def _var(self, name, init=None):
         return mx.sym.var(f"{self.prefix}{name}", init=init)
@@ -128,8 +122,22 @@ class RpnHead(RpnHeadBase):
                 name="proposal")
             return mx.sym.BlockGrad(rois, name="proposal_blockgrad")
 
-    def get_sampled_proposal(self, rois, gt_boxes):
-        """RoIs sampled for the box head with their targets; see rpn/base.py."""
+    def get_sampled_proposal(self, rois, gt_boxes, with_gt_index=False):
+        """RoIs sampled for the box head with their targets; see rpn/base.py.
+
+        Args:
+            rois: (B * R, 5) proposals [batch_idx, x1, y1, x2, y2] (get_all_proposal).
+            gt_boxes: (B, G, 5) [x1, y1, x2, y2, class], padding rows of class <= 0.
+            with_gt_index: also return gt_index (Mask R-CNN's mask targets).
+
+        Returns:
+            ``(rois, labels, bbox_targets, bbox_weights)``: (B * S, 5), (B * S,),
+            (B * S, 4K or 4) x 2 with S = roi_sampler.batch_per_image, plus ``gt_index``
+            (B * S,) last when with_gt_index: a foreground row's matched row in gt_boxes[b],
+            -1 on other rows (simpledet.ops.proposal_target). All gradient-free.
+        """
+        if not isinstance(with_gt_index, bool):
+            raise TypeError(f"with_gt_index must be a bool, got {with_gt_index!r}")
         sampler, box = self.sampler_cfg, self.box_cfg
         if sampler is None or box is None or self.num_classes is None:
             raise ValueError("RpnHead.get_sampled_proposal needs sampler_cfg, num_classes and "
@@ -141,7 +149,8 @@ class RpnHead(RpnHeadBase):
                 fg_thresh=sampler.fg_iou, bg_thresh_hi=sampler.bg_iou_hi,
                 bg_thresh_lo=sampler.bg_iou_lo, bbox_means=box.reg_mean,
                 bbox_stds=box.reg_std, class_agnostic=box.class_agnostic,
+                add_gt=sampler.add_gt_as_proposals, output_gt_index=with_gt_index,
                 name="proposal_target")
-            names = ("rois", "label", "bbox_target", "bbox_weight")
+            names = ("rois", "label", "bbox_target", "bbox_weight", "gt_index")
             return tuple(mx.sym.BlockGrad(out, name=f"sampled_{n}")
                          for out, n in zip(outputs, names))
