@@ -1,6 +1,7 @@
 """Faster R-CNN with an FPN neck (P2-P6) and the 2MLP box head: SimpleDet's faster_*_fpn_1x.
 
-Leaves call ``faster_fpn()`` and change a few fields. What every Faster R-CNN shares (SGD at
+Leaves call ``faster_fpn()`` and change a few fields; ``fpn_recipe`` is the same recipe on
+another two-stage family's config (Mask R-CNN: config/_base/mask_fpn.py). What every Faster R-CNN shares (SGD at
 0.02 per 16 images, 90k/60k/80k iterations at batch 16, 800x1333 input, fixed BN, test
 thresholds) are the schema defaults in simpledet/config/faster_rcnn.py; this file pins what
 makes the FPN family, so the recipe reads in one place.
@@ -10,7 +11,11 @@ from simpledet.config.faster_rcnn import FasterRcnnConfig
 
 def faster_fpn() -> FasterRcnnConfig:
     """A fresh FPN Faster R-CNN config (ResNet-50 v1 backbone until a leaf changes it)."""
-    cfg = FasterRcnnConfig()
+    return fpn_recipe(FasterRcnnConfig())
+
+
+def fpn_recipe(cfg):
+    """The FPN two-stage recipe on ``cfg`` (a FasterRcnnConfig or a subclass); returns it."""
     cfg.neck.type = "fpn"  # RPN on P2-P6 (strides 4..64), RoIAlign on P2-P5
     cfg.bbox_head.type = "2mlp"
     cfg.bbox_head.class_agnostic = False

@@ -112,11 +112,13 @@ def flip_boxes(boxes, width):
 
 
 def flip_polygons(polygons, width):
-    """Mirrors a COCO polygon list: x' = W - 1 - x, y unchanged."""
+    """Mirrors a COCO polygon list: x' = W - x, y unchanged (polygon vertices are continuous
+    coordinates, pixel px covering [px, px + 1); a "+1" box [x1, x2] mirrors to
+    [W - 1 - x2, W - 1 - x1], the same span)."""
     out = []
     for poly in polygons:
         poly = np.asarray(poly, dtype=np.float64).copy()
-        poly[0::2] = width - 1 - poly[0::2]
+        poly[0::2] = width - poly[0::2]
         out.append(poly.tolist())
     return out
 

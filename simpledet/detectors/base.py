@@ -14,17 +14,19 @@ over contexts; shapes and dtypes in ``simpledet.data.layout``):
 Train outputs: one ``MakeLoss`` per name of ``loss_names``, each a (1,) value normalized over
     this device's samples (the optimizer averages the devices' gradients).
 Test inputs (``test_data_names``): data, im_info.
-Test outputs: decoded per image by :meth:`Detector.decode_test_outputs` into result dicts in
-    original-image pixels; the base decodes one output ``dets`` (B, D, 6)
-    [x1, y1, x2, y2, score, class] in network-input pixels, rows with class < 1 unused.
-Evaluation: ``eval_types`` names the COCO evaluations of those results ('bbox').
+Test outputs: the test symbol's outputs (a list of numpy arrays, in list_outputs order) are
+    decoded per image by :meth:`Detector.decode_test_outputs` into result dicts in
+    original-image pixels; the base decodes the first output ``dets`` (B, D, 6)
+    [x1, y1, x2, y2, score, class] in network-input pixels, rows with class < 1 unused
+    (Mask R-CNN adds ``masks`` (B, D, M, M) and its dicts a "masks" list of RLE dicts).
+Evaluation: ``eval_types`` names the COCO evaluations of those results ('bbox', 'segm').
 """
 import numpy as np
 
 from simpledet.data.layout import batch_shapes
 from simpledet.data.transforms import unscale_boxes
 
-__all__ = ["Detector", "default_initializer", "detections_to_original"]
+__all__ = ["Detector", "decode_detections", "default_initializer", "detections_to_original"]
 
 
 def default_initializer():
@@ -65,6 +67,13 @@ def detections_to_original(dets, im_info, image_sizes):
         out.append({"boxes": boxes, "scores": kept[:, 4].astype(np.float32),
                     "classes": np.rint(kept[:, 5]).astype(np.int32)})
     return out
+
+
+def decode_detections(outputs, im_info, image_sizes):
+    """:func:`detections_to_original` of the first test output (``outputs`` a list of arrays,
+    or the dets array itself)."""
+    dets = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    return detections_to_original(dets, im_info, image_sizes)
 
 
 class Detector:
@@ -141,14 +150,15 @@ class Detector:
         """Per-image result dicts (original pixels) of one test batch.
 
         Args:
-            outputs: the test symbol's first output as numpy (the base: dets (B, D, 6)).
+            outputs: the test symbol's outputs, a list of numpy arrays (the base reads the
+                first, dets (B, D, 6)).
             im_info: (B, 3) of the batch.
             image_sizes: B (height, width) of the original images.
 
         Returns:
             B dicts {"boxes", "scores", "classes"} (see :func:`detections_to_original`).
         """
-        return detections_to_original(outputs, im_info, image_sizes)
+        return decode_detections(outputs, im_info, image_sizes)
 
     # --- parameters ---------------------------------------------------------------------------
 

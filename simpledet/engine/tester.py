@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from simpledet.detectors.base import detections_to_original
+from simpledet.detectors.base import decode_detections
 from simpledet.engine.module import GraphModule, to_data_batch
 
 logger = logging.getLogger("simpledet.test")
@@ -26,7 +26,7 @@ class Predictor:
     """The test graph bound per bucket, with trained parameters.
 
     Args:
-        symbol: the test symbol (one output: dets).
+        symbol: the test symbol (e.g. one output dets; Mask R-CNN: dets, masks).
         data_names: its inputs (e.g. ["data", "im_info"]).
         contexts: mx contexts; batches split along axis 0.
         arg_params / aux_params: name -> NDArray (e.g. from a checkpoint).
@@ -37,7 +37,7 @@ class Predictor:
         self.arg_params, self.aux_params = arg_params, aux_params
 
     def __call__(self, batch):
-        """dets (B, D, 6) of a loader batch (numpy)."""
+        """The test symbol's outputs (list of numpy arrays) for a loader batch."""
         data_batch = to_data_batch(batch, self.module.data_names)
         if not self.module.bound:
             self.module.bind(data_batch)
@@ -49,15 +49,15 @@ class Predictor:
                                f"({len(missing)} in all)")
             self.module.set_params(arg_params, self.aux_params)
         self.module.forward(data_batch)
-        return self.module.outputs_numpy()[0]
+        return self.module.outputs_numpy()
 
 
-def predict(predictor, loader, image_sizes, decode=detections_to_original):
+def predict(predictor, loader, image_sizes, decode=decode_detections):
     """Runs the predictor over a test-mode loader.
 
     Args:
-        predictor: callable batch -> the test graph's output (dets (B, D, 6) for the default
-            decode).
+        predictor: callable batch -> the test graph's outputs (a list of arrays, or the dets
+            (B, D, 6) array itself for the default decode).
         loader: test-mode DetectionLoader (valid=False marks padding slots).
         image_sizes: image_id -> (height, width) of the original images.
         decode: (output, im_info, image sizes) -> per-image result dicts in original pixels
@@ -69,9 +69,9 @@ def predict(predictor, loader, image_sizes, decode=detections_to_original):
     """
     detections = []
     for batch in loader:
-        dets = predictor(batch)
+        outputs = predictor(batch)
         ids = [int(i) for i in batch["image_ids"]]
-        mapped = decode(dets, batch["im_info"], [image_sizes[i] for i in ids])
+        mapped = decode(outputs, batch["im_info"], [image_sizes[i] for i in ids])
         for image_id, valid, det in zip(ids, batch["valid"], mapped):
             if valid:
                 detections.append(dict(det, image_id=image_id))
@@ -94,18 +94,37 @@ def write_json(payload, path):
     return path
 
 
+def _class_color(label):
+    import cv2
+
+    hue = (int(label) * 47) % 180
+    return tuple(int(c) for c in cv2.cvtColor(np.uint8([[[hue, 200, 255]]]),
+                                              cv2.COLOR_HSV2BGR)[0, 0])
+
+
 def draw_detections(image_rgb, det, class_names, score_thresh=0.3):
-    """Draws boxes with 'class score' labels; returns a BGR image for cv2.imwrite."""
+    """Draws boxes with 'class score' labels, and masks (half-transparent, in the box's
+    colour) when ``det`` has "masks" (RLE dicts or (N, H, W) binary arrays); returns a BGR
+    image for cv2.imwrite."""
     import cv2
 
     canvas = np.ascontiguousarray(image_rgb[:, :, ::-1])
+    masks = det.get("masks")
+    if masks is not None:
+        from pycocotools import mask as mask_utils
+
+        for i, (score, label) in enumerate(zip(det["scores"], det["classes"])):
+            if score < score_thresh:
+                continue
+            mask = mask_utils.decode(masks[i]) if isinstance(masks[i], dict) else masks[i]
+            inside = np.asarray(mask, dtype=bool)
+            canvas[inside] = (0.5 * canvas[inside] + 0.5 * np.array(_class_color(label))
+                              ).astype(np.uint8)
     for box, score, label in zip(det["boxes"], det["scores"], det["classes"]):
         if score < score_thresh:
             continue
         x1, y1, x2, y2 = (round(float(v)) for v in box)
-        hue = (int(label) * 47) % 180
-        color = tuple(int(c) for c in cv2.cvtColor(np.uint8([[[hue, 200, 255]]]),
-                                                   cv2.COLOR_HSV2BGR)[0, 0])
+        color = _class_color(label)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 2)
         name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(label)
         cv2.putText(canvas, f"{name} {score:.2f}", (x1, max(10, y1 - 3)),

@@ -102,7 +102,21 @@ def test_flip_twice_is_identity():
         for a, b in zip(twice, obj):
             np.testing.assert_allclose(a, b)
     once = T.flip_polygons(polys[0], 20)
-    np.testing.assert_allclose(once[0], [17.5, 2.0, 9.0, 2.0, 9.0, 8.0])
+    np.testing.assert_allclose(once[0], [18.5, 2.0, 10.0, 2.0, 10.0, 8.0])
+
+
+def test_flipped_polygon_rasterises_to_the_mirrored_mask():
+    # Vertices are continuous coordinates: x' = W - x mirrors the raster exactly (W - 1 - x
+    # would shift it a pixel).
+    from pycocotools import mask as mask_utils
+
+    width, height = 23, 17
+    poly = [2.0, 3.0, 15.0, 3.0, 15.0, 12.0, 7.0, 14.0]
+    raster = mask_utils.decode(mask_utils.frPyObjects([poly], height, width))[:, :, 0]
+    flipped = T.flip_polygons([poly], width)
+    raster_flipped = mask_utils.decode(mask_utils.frPyObjects(flipped, height, width))[:, :, 0]
+    assert raster.sum() > 50
+    np.testing.assert_array_equal(raster_flipped, raster[:, ::-1])
 
 
 def test_flip_rle_matches_flipped_mask():
@@ -128,7 +142,7 @@ def test_random_flip_is_seeded_and_consistent():
         if flipped:
             np.testing.assert_array_equal(out, image[:, ::-1])
             np.testing.assert_array_equal(out_boxes, [[4, 0, 5, 1]])
-            np.testing.assert_allclose(segs[0][0], [5, 0, 4, 0, 4, 1])
+            np.testing.assert_allclose(segs[0][0], [6, 0, 5, 0, 5, 1])
         else:
             assert out is image and out_boxes is boxes
     assert 0 < sum(decisions) < 20

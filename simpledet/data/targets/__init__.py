@@ -4,6 +4,7 @@ A detector family lists the assigners it needs (``Detector.target_assigners``); 
 the batch layout (simpledet.data.layout) ask them for their arrays and never name a target.
 """
 from simpledet.data.targets.base import ImageSample, TargetAssigner
+from simpledet.data.targets.polygons import GtPolygonAssigner
 from simpledet.data.targets.rpn import RpnAnchorAssigner, levels_table
 
-__all__ = ["ImageSample", "RpnAnchorAssigner", "TargetAssigner", "levels_table"]
+__all__ = ["GtPolygonAssigner", "ImageSample", "RpnAnchorAssigner", "TargetAssigner", "levels_table"]
