@@ -4,7 +4,8 @@
 
 FPN-sized inputs: an 800x1333 image padded to 800x1344, 2 images, 256 channels, RPN levels
 P2-P6, 2000 proposals per level before NMS, 1000 after, 512 rois per image for the box head,
-81 classes. Each measurement is the median of --repeat runs after one warm-up, ending with
+81 classes; mask targets for 128 foreground rois per image at 28 x 28 from polygons of about
+30 vertices. Each measurement is the median of --repeat runs after one warm-up, ending with
 mx.nd.waitall(); the speedup is stock_s / ours_s from the same run. The JSON holds
 {"<op>": {"ours_s": .., "stock_s": .., "speedup": .., "stock": "<what it was compared with>"}}.
 """
@@ -38,6 +39,7 @@ class Setup:
         self.rois_per_image = 64 if small else 512
         self.num_classes = 11 if small else 81
         self.pre_nms, self.post_nms = (300, 100) if small else (2000, 1000)
+        self.mask_rois = 32 if small else 128  # foreground rois per image for mask targets
         self.feat = [(math.ceil(self.height / s), math.ceil(self.width / s)) for s in STRIDES]
 
 
@@ -277,6 +279,70 @@ def bench_proposal_target(setup, rng, repeat):
     return median_time(ours, repeat), median_time(stock, repeat)
 
 
+# ------------------------------------------------------------------ mask target
+def random_gt_polygons(rng, setup, count, vertices=30):
+    """count star-shaped polygons of about `vertices` vertices per image, as COCO flat lists."""
+    segs = []
+    for _ in range(setup.batch):
+        image = []
+        for _ in range(count):
+            n = int(rng.integers(vertices - 5, vertices + 6))
+            angles = (np.arange(n) + rng.uniform(-0.3, 0.3, n)) * 2 * np.pi / n
+            radii = rng.uniform(0.6, 1.0, n) * np.exp(rng.uniform(np.log(8), np.log(150)))
+            cx, cy = rng.uniform(0, setup.width), rng.uniform(0, setup.height)
+            image.append([np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)],
+                                   axis=1).ravel()])
+        segs.append(image)
+    return segs
+
+
+def coco_mask_targets(rois, gt_index, segs, mask_size):
+    """Per roi: polygons shifted and scaled into the roi frame, then pycocotools frPyObjects +
+    merge + decode at M x M (how a Python mask-target CustomOp does it)."""
+    from pycocotools import mask as mask_utils
+
+    out = np.full((len(rois), mask_size, mask_size), -1, np.float32)
+    for r, (roi, g) in enumerate(zip(rois, gt_index)):
+        if g < 0:
+            continue
+        x1, y1 = roi[1], roi[2]
+        scale = mask_size / np.maximum(roi[3:5] - roi[1:3] + 1, 1)
+        polys = [((np.asarray(p).reshape(-1, 2) - (x1, y1)) * scale).ravel().tolist()
+                 for p in segs[int(roi[0])][int(g)]]
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, mask_size, mask_size))
+        out[r] = mask_utils.decode(rle)
+    return out
+
+
+def bench_mask_target(setup, rng, repeat):
+    from simpledet.core.masks import encode_polygons
+    from simpledet.ops.mask_target import mask_target
+
+    num_gt, mask_size = 20, 28
+    segs = random_gt_polygons(rng, setup, num_gt)
+    gt_polys = np.stack([encode_polygons(s, num_gt, 128) for s in segs])
+    rows, index = [], []
+    for b, image in enumerate(segs):
+        g = rng.integers(0, num_gt, setup.mask_rois)
+        for j in g:
+            pts = image[j][0].reshape(-1, 2)
+            lo, hi = pts.min(0), pts.max(0)
+            jitter = rng.normal(0, 0.1, 4) * np.tile(hi - lo, 2)
+            rows.append([b, *(lo + jitter[:2]), *(hi - 1 + jitter[2:])])
+        index.append(g)
+    rois_np = np.array(rows, np.float32)
+    index_np = np.concatenate(index).astype(np.float32)
+    rois, gt_index, polys = mx.nd.array(rois_np), mx.nd.array(index_np), mx.nd.array(gt_polys)
+
+    def ours():
+        mask_target(rois, gt_index, polys, mask_size=mask_size)
+
+    def stock():
+        coco_mask_targets(rois_np, index_np, segs, mask_size)
+
+    return median_time(ours, repeat), median_time(stock, repeat)
+
+
 # What each op is compared with, as printed in the JSON.
 STOCK_IMPL = {
     "pyramid_proposal": "per-level contrib.MultiProposal + concat + contrib.box_nms",
@@ -284,6 +350,7 @@ STOCK_IMPL = {
     "fpn_roi_align_backward": "per-level contrib.ROIAlign forward+backward",
     "proposal_target": "vectorised NumPy (no MXNet op does this job)",
     "detection_postprocess": "ndarray decode + clip + class-aware contrib.box_nms",
+    "mask_target": "per-roi NumPy shift/scale + pycocotools frPyObjects + merge + decode",
 }
 
 BENCHES = {
@@ -292,6 +359,7 @@ BENCHES = {
     "fpn_roi_align_backward": bench_fpn_roi_align_backward,
     "proposal_target": bench_proposal_target,
     "detection_postprocess": bench_detection_postprocess,
+    "mask_target": bench_mask_target,
 }
 
 

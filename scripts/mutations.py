@@ -136,4 +136,19 @@ MUTATIONS = (
         old="prctl(1, signal.SIGTERM)",
         new="prctl(1, 0)",
         tests=("tests/engine/test_launcher.py",)),
+    Mutation(
+        name="paste_half_pixel",
+        claim="paste_masks samples the RoI-frame mask at image pixel centres in the frame the "
+              "MaskTarget op uses (cell c centred at x1 + (c + 0.5) * w / M)",
+        file="simpledet/core/masks.py",
+        old="s = np.clip((pix - start) * cells / extent - 0.5, 0.0, cells - 1.0)",
+        new="s = np.clip((pix - start) * cells / extent, 0.0, cells - 1.0)",
+        tests=("tests/core/test_masks.py",)),
+    Mutation(
+        name="thin_smallest_step",
+        claim="encode_polygons thins an oversized gt with the smallest step that fits",
+        file="simpledet/core/masks.py",
+        old="step = int(steps[fits[0]])",
+        new="step = int(steps[fits[-1]])",
+        tests=("tests/core/test_masks.py",)),
 )

@@ -9,8 +9,9 @@ load_library()
 
 from simpledet.ops.detection_postprocess import detection_postprocess  # noqa: E402
 from simpledet.ops.fpn_roi_align import fpn_roi_align  # noqa: E402
+from simpledet.ops.mask_target import mask_target  # noqa: E402
 from simpledet.ops.proposal_target import proposal_target  # noqa: E402
 from simpledet.ops.pyramid_proposal import pyramid_proposal  # noqa: E402
 
 __all__ = ["OpsLibraryError", "load_library", "pyramid_proposal", "fpn_roi_align",
-           "proposal_target", "detection_postprocess"]
+           "proposal_target", "detection_postprocess", "mask_target"]
