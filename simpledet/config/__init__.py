@@ -1,9 +1,10 @@
 """Typed, validated experiment configs: the schema mechanism, the settings every family shares
-(``common.DetectorConfig``), the Faster R-CNN schema, and loading / overriding / dumping /
+(``common.DetectorConfig``), the family schemas (Faster R-CNN, Mask R-CNN), and loading / overriding / dumping /
 diffing config files. See DESIGN.md and ``config/``.
 """
 from simpledet.config.common import COCO_CLASS_NAMES, DetectorConfig
 from simpledet.config.faster_rcnn import FasterRcnnConfig
+from simpledet.config.mask_rcnn import MaskRcnnConfig
 from simpledet.config.loader import (
     add_config_arguments,
     apply_overrides,
@@ -20,7 +21,7 @@ from simpledet.config.schema import ConfigError, ConfigKeyError, Section, field
 
 __all__ = [
     "COCO_CLASS_NAMES", "ConfigError", "ConfigKeyError", "DetectorConfig", "FasterRcnnConfig",
-    "Section",
+    "MaskRcnnConfig", "Section",
     "add_config_arguments", "apply_overrides", "config_to_json", "config_to_python",
     "diff_configs", "dump_config", "exit_on_config_error", "field", "format_diff",
     "load_config", "parse_override",

@@ -1,5 +1,6 @@
 """Detectors: wire the model builders into train and test symbols, on the contract of base.py."""
 from simpledet.detectors.base import Detector, default_initializer
 from simpledet.detectors.faster_rcnn import FasterRcnn
+from simpledet.detectors.mask_rcnn import MaskRcnn
 
-__all__ = ["Detector", "FasterRcnn", "default_initializer"]
+__all__ = ["Detector", "FasterRcnn", "MaskRcnn", "default_initializer"]
