@@ -6,9 +6,11 @@
 Builds the model from the experiment's saved config (experiments/<name>/config.json, with this
 command's --set applied; differences from the config file are logged), loads its latest
 checkpoint (or iteration N), runs the test graph over the val split, writes the COCO results
-to experiments/<name>/results_iter_<N>_bbox.json, prints COCOeval's summary, writes
-{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}} to --json and, with --vis K, draws K
-images with their detections to experiments/<name>/vis/iter_<N>/.
+to experiments/<name>/results_iter_<N>_bbox.json (with each detection's RLE mask for Mask
+R-CNN), prints COCOeval's summary of each of the detector's evaluations (bbox; bbox and segm
+for Mask R-CNN), writes {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, ...} to --json
+and, with --vis K, draws K images with their detections (and masks) to
+experiments/<name>/vis/iter_<N>/.
 
 Errors are one 'error: ...' line on stderr (--debug adds the Python traceback): exit code 2 for
 bad input (config, data, checkpoint), 1 when a loader worker died, 130 on Ctrl-C.

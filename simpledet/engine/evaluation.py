@@ -20,6 +20,7 @@ import tempfile
 
 import numpy as np
 
+from simpledet.core.masks import masks_to_rle
 from simpledet.data.coco import DatasetError, load_json
 
 # Order of COCOeval.stats.
@@ -38,8 +39,6 @@ def detections_to_coco_results(detections, label_to_cat_id):
     Returns:
         list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"} (+ "segmentation").
     """
-    from pycocotools import mask as mask_utils
-
     results = []
     for det in detections:
         boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)
@@ -50,7 +49,7 @@ def detections_to_coco_results(detections, label_to_cat_id):
                              f"{scores.shape} and classes {classes.shape} differ in length")
         rles = None
         if det.get("masks") is not None:
-            rles = _masks_to_rles(det["masks"], len(boxes), det["image_id"], mask_utils)
+            rles = _masks_to_rles(det["masks"], len(boxes), det["image_id"])
         for i, (box, score, label) in enumerate(zip(boxes, scores, classes)):
             if int(label) not in label_to_cat_id:
                 raise ValueError(f"image {det['image_id']}: label {int(label)} has no category "
@@ -67,21 +66,20 @@ def detections_to_coco_results(detections, label_to_cat_id):
     return results
 
 
-def _masks_to_rles(masks, count, image_id, mask_utils):
+def _masks_to_rles(masks, count, image_id):
     if isinstance(masks, (list, tuple)) and (not masks or isinstance(masks[0], dict)):
         rles = [dict(m) for m in masks]
+        for rle in rles:
+            if isinstance(rle["counts"], bytes):
+                rle["counts"] = rle["counts"].decode("ascii")  # json needs str
     else:
         masks = np.asarray(masks, dtype=np.uint8)
         if masks.ndim != 3:
             raise ValueError(f"image {image_id}: masks must be (N, H, W), got {masks.shape}")
-        # encode wants Fortran-ordered (H, W, N)
-        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+        rles = masks_to_rle(masks)
     if len(rles) != count:
         raise ValueError(f"image {image_id}: {len(rles)} masks for {count} boxes")
-    for rle in rles:
-        if isinstance(rle["counts"], bytes):
-            rle["counts"] = rle["counts"].decode("ascii")  # json needs str
-    return list(rles)
+    return rles
 
 
 def write_results_json(results, path):

@@ -79,7 +79,8 @@ def predict(predictor, loader, image_sizes, decode=decode_detections):
 
 
 def bbox_json(summaries):
-    """The --json payload: {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}}."""
+    """The --json payload: {eval type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}} for each
+    of the detector's evaluations ("bbox"; "bbox" and "segm" for Mask R-CNN)."""
     return {iou_type: {k: summaries[iou_type][k] for k in JSON_KEYS} for iou_type in summaries}
 
 
@@ -165,12 +166,12 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
             decode_test_outputs, eval_types).
         contexts: mx contexts.
         iteration: checkpoint iteration (default: the latest).
-        json_out: write {"bbox": {AP..APl}} here.
+        json_out: write {eval type: {AP..APl}} here (see bbox_json).
         vis: draw this many images to <experiment_dir>/vis/iter_<N>/.
         num_workers: loader workers (default cfg.input.loader_workers).
         experiment_dir: default cfg.experiment_dir.
 
-    Returns:
+        {eval type: {summary key: value}} (all 12 COCOeval numbers per type).
         {"bbox": {summary key: value}} (all 12 COCOeval numbers).
 
     Raises:

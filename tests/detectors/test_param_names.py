@@ -13,17 +13,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "golden"
-REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x")
+REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask_r50v1_fpn_1x")
 
 
 def current_names(config_name):
     """['arg NAME', ..., 'aux NAME', ...] of the config's train symbol, in graph order."""
     from simpledet.config import load_config
-    from simpledet.detectors import FasterRcnn
+    from simpledet.engine.build import build_detector
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = FasterRcnn(load_config(REPO / "config" / f"{config_name}.py"))
+        model = build_detector(load_config(REPO / "config" / f"{config_name}.py"))
     symbol = model.get_train_symbol()
     return ([f"arg {n}" for n in symbol.list_arguments()]
             + [f"aux {n}" for n in symbol.list_auxiliary_states()])
@@ -68,6 +68,9 @@ def test_golden_files_cover_every_component():
         assert expected in names
     c4 = read_golden("faster_r50v1c4_c5_512roi_1x")
     assert "arg stage4_unit3_conv3_weight" in c4 and not any("fpn_" in n for n in c4)
+    mask = read_golden("mask_r50v1_fpn_1x")
+    assert names == [n for n in mask if not n.startswith(("arg mask_", "arg gt_polys"))]
+    assert "arg mask_conv4_weight" in mask and "arg mask_deconv_bias" in mask
 
 
 if __name__ == "__main__":

@@ -203,3 +203,38 @@ def test_low_precision_node_names_stay_unique():
     nodes = json.loads(symbol.tojson(remove_amp_cast=False))["nodes"]
     names = [n["name"] for n in nodes]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_mask_rcnn_mask_head_runs_low_precision_targets_and_loss_fp32(precision, dtype):
+    from simpledet.config.mask_rcnn import MaskRcnnConfig
+    from simpledet.detectors import MaskRcnn
+
+    cfg = MaskRcnnConfig()
+    cfg.precision = precision
+    cfg.runtime.device = "cpu" if precision != "fp16" else "gpu"
+    cfg.pretrain = None
+    cfg.backbone.depth = 18
+    cfg.backbone.normalizer = "bn"
+    cfg.neck.channels = cfg.rpn.conv_channels = cfg.mask_head.conv_channels = 16
+    cfg.bbox_head.fc_dim = 16
+    cfg.rpn.train_pre_nms, cfg.rpn.train_post_nms = 100, 50
+    cfg.roi_sampler.batch_per_image = 16
+    cfg.input.max_num_gt = 4
+    cfg.mask_target.poly_len = 32
+    cfg.test.max_det = 10
+    cfg.freeze()
+    assert "mask_head" in cfg.mixed_precision.components
+    model = MaskRcnn(cfg)
+    inputs = {name: "float32" for name in model.train_data_names}
+    dtypes = output_dtypes(model.get_train_symbol(), **inputs)
+    for low in ("mask_conv1_output", "mask_logit_output", "bbox_fc1_output"):
+        assert dtypes[low] == dtype, low
+    # MXNet's AMP lists: Deconvolution runs in fp16, but stays fp32 under bf16 (MKLDNN).
+    assert dtypes["mask_deconv_output"] == ("float32" if precision == "bf16" else dtype)
+    for high in ("mask_target_output", "mask_roi_align_output", "mask_bce_sum_output",
+                 "mask_loss_output"):
+        assert dtypes[high] == "float32", high
+    test_dtypes = output_dtypes(model.get_test_symbol(), data="float32", im_info="float32")
+    assert test_dtypes["mask_conv4_output"] == dtype
+    assert test_dtypes["dets_output"] == test_dtypes["masks_output"] == "float32"

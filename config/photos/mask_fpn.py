@@ -1,0 +1,28 @@
+"""Overfit check of Mask R-CNN on real photographs: config/photos/faster_fpn.py's model and
+schedule with the FPN mask branch, trained from scratch on the 8 hand-annotated photographs
+of simpledet.data.photos (rough polygon outlines; the coins' crowd region) and tested on the
+same images.
+
+    python detection_train.py --config config/photos/mask_fpn.py
+    python detection_test.py --config config/photos/mask_fpn.py
+
+tests/e2e/test_overfit.py trains it and requires segm AP50 >= 0.5 and bbox AP50 >= 0.5: the
+mask targets, the polygon resize/flip, the pasting back into 300x451..500x741 originals at
+non-unit scales and portrait images all have to be right for that.
+"""
+from _base.faster_fpn import small_fpn
+from _base.mask_fpn import mask_fpn
+from _base.scratch import from_scratch, small_cpu_model
+
+from simpledet.data.photos import CLASS_NAMES
+
+cfg = small_fpn(small_cpu_model(from_scratch(mask_fpn())))
+cfg.mask_head.conv_channels = 48
+cfg.dataset.synthetic = "photos"
+cfg.dataset.class_names = CLASS_NAMES
+cfg.input.short = 320
+cfg.input.long = 480
+cfg.train.iters_at_batch16 = 100  # 400 iterations at 4 images: 200 passes over the 8 images
+cfg.train.lr_steps_at_batch16 = (80, 95)
+cfg.train.warmup_iters = 100
+cfg.train.checkpoint_interval = 10000
