@@ -84,37 +84,66 @@ class FasterRcnn(Detector):
         plan.mark("bbox_head", [roi_feat], [cls_logit, bbox_delta])
         return cls_logit, bbox_delta
 
-    def get_train_symbol(self):
-        """mx.sym.Group of the four MakeLoss outputs (see the module docstring)."""
-        data, im_info, gt_boxes, rpn_label, rpn_target, rpn_weight = (
-            mx.sym.var(name) for name in self.train_data_names)
-        plan = PrecisionPlan.from_config(self.cfg)
-        rpn_features, roi_features = self._features(data, plan)
+    def _two_stage_losses(self, inputs, plan, with_gt_index=False):
+        """The RPN and box-head losses of the train graph.
+
+        Args:
+            inputs: {train input name: Symbol}.
+            plan: the PrecisionPlan recording the components.
+            with_gt_index: also return each sampled RoI's matched gt row (families with
+                per-gt targets beyond the box: Mask R-CNN).
+
+        Returns:
+            ({loss name: (1,) Symbol}, {"roi_features": list of Symbols, "rois" (B*S, 5),
+            "label" (B*S,), and with_gt_index "gt_index" (B*S,)}).
+        """
+        rpn_features, roi_features = self._features(inputs["data"], plan)
         cls_logits, bbox_deltas = self._rpn_output(rpn_features, plan)
-        loss_values = self.rpn_head.get_loss(cls_logits, bbox_deltas, rpn_label, rpn_target,
-                                             rpn_weight)
-        proposals = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, im_info,
+        loss_values = self.rpn_head.get_loss(cls_logits, bbox_deltas, inputs["rpn_label"],
+                                             inputs["rpn_target"], inputs["rpn_weight"])
+        proposals = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, inputs["im_info"],
                                                    training=True)
-        rois, label, bbox_target, bbox_weight = self.rpn_head.get_sampled_proposal(
-            proposals, gt_boxes)
+        sampled = self.rpn_head.get_sampled_proposal(proposals, inputs["gt_boxes"],
+                                                     with_gt_index=with_gt_index)
+        rois, label, bbox_target, bbox_weight = sampled[:4]
         roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
         cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
         loss_values.update(self.bbox_head.get_loss(cls_logit, bbox_delta, label, bbox_target,
                                                    bbox_weight))
+        state = {"roi_features": roi_features, "rois": rois, "label": label}
+        if with_gt_index:
+            state["gt_index"] = sampled[4]
+        return loss_values, state
+
+    def _loss_group(self, loss_values, plan):
+        """mx.sym.Group of one MakeLoss per ``loss_names`` entry, converted by ``plan``."""
         symbol = mx.sym.Group([mx.sym.MakeLoss(loss_values[name], name=name)
                                for name in self.loss_names])
         return plan.apply(symbol, self.train_data_names)
 
-    def get_test_symbol(self):
-        """The inference symbol: data, im_info -> dets (B, max_det, 6)."""
-        data, im_info = (mx.sym.var(name) for name in self.test_data_names)
-        plan = PrecisionPlan.from_config(self.cfg)
-        rpn_features, roi_features = self._features(data, plan)
+    def _detections(self, inputs, plan):
+        """(dets (B, max_det, 6), roi feature list) of the test graph."""
+        rpn_features, roi_features = self._features(inputs["data"], plan)
         cls_logits, bbox_deltas = self._rpn_output(rpn_features, plan)
-        rois = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, im_info, training=False)
+        rois = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, inputs["im_info"],
+                                              training=False)
         roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
         cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
-        dets = self.bbox_head.get_prediction(cls_logit, bbox_delta, rois, im_info)
+        dets = self.bbox_head.get_prediction(cls_logit, bbox_delta, rois, inputs["im_info"])
+        return dets, roi_features
+
+    def get_train_symbol(self):
+        """mx.sym.Group of the four MakeLoss outputs (see the module docstring)."""
+        inputs = {name: mx.sym.var(name) for name in self.train_data_names}
+        plan = PrecisionPlan.from_config(self.cfg)
+        loss_values, _ = self._two_stage_losses(inputs, plan)
+        return self._loss_group(loss_values, plan)
+
+    def get_test_symbol(self):
+        """The inference symbol: data, im_info -> dets (B, max_det, 6)."""
+        inputs = {name: mx.sym.var(name) for name in self.test_data_names}
+        plan = PrecisionPlan.from_config(self.cfg)
+        dets, _ = self._detections(inputs, plan)
         return plan.apply(dets, self.test_data_names)
 
     # --- what the engine needs --------------------------------------------------------------

@@ -75,46 +75,26 @@ class MaskRcnn(FasterRcnn):
     def get_train_symbol(self):
         """mx.sym.Group of the five MakeLoss outputs (see the module docstring)."""
         cfg = self.cfg
-        (data, im_info, gt_boxes, rpn_label, rpn_target, rpn_weight,
-         gt_polys) = (mx.sym.var(name) for name in self.train_data_names)
+        inputs = {name: mx.sym.var(name) for name in self.train_data_names}
         plan = PrecisionPlan.from_config(cfg)
-        rpn_features, roi_features = self._features(data, plan)
-        cls_logits, bbox_deltas = self._rpn_output(rpn_features, plan)
-        loss_values = self.rpn_head.get_loss(cls_logits, bbox_deltas, rpn_label, rpn_target,
-                                             rpn_weight)
-        proposals = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, im_info,
-                                                   training=True)
-        rois, label, bbox_target, bbox_weight, gt_index = self.rpn_head.get_sampled_proposal(
-            proposals, gt_boxes, with_gt_index=True)
-        roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
-        cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
-        loss_values.update(self.bbox_head.get_loss(cls_logit, bbox_delta, label, bbox_target,
-                                                   bbox_weight))
-
+        loss_values, state = self._two_stage_losses(inputs, plan, with_gt_index=True)
         per_image, keep = cfg.roi_sampler.batch_per_image, cfg.mask_rois_per_image
-        mask_rois = _first_rows(rois, per_image, keep, (5,), "mask_rois")
-        mask_label = _first_rows(label, per_image, keep, (), "mask_label")
-        mask_gt_index = _first_rows(gt_index, per_image, keep, (), "mask_gt_index")
+        mask_rois = _first_rows(state["rois"], per_image, keep, (5,), "mask_rois")
+        mask_label = _first_rows(state["label"], per_image, keep, (), "mask_label")
+        mask_gt_index = _first_rows(state["gt_index"], per_image, keep, (), "mask_gt_index")
         targets = mx.sym.BlockGrad(
-            mask_target(mask_rois, mask_gt_index, gt_polys, mask_size=cfg.mask_size,
+            mask_target(mask_rois, mask_gt_index, inputs["gt_polys"], mask_size=cfg.mask_size,
                         name="mask_target"), name="mask_target_blockgrad")
-        mask_logit = self._mask_output(roi_features, mask_rois, plan)
+        mask_logit = self._mask_output(state["roi_features"], mask_rois, plan)
         loss_values.update(self.mask_head.get_loss(mask_logit, mask_label, targets))
-        symbol = mx.sym.Group([mx.sym.MakeLoss(loss_values[name], name=name)
-                               for name in self.loss_names])
-        return plan.apply(symbol, self.train_data_names)
+        return self._loss_group(loss_values, plan)
 
     def get_test_symbol(self):
         """data, im_info -> dets (B, D, 6), masks (B, D, M, M)."""
         cfg = self.cfg
-        data, im_info = (mx.sym.var(name) for name in self.test_data_names)
+        inputs = {name: mx.sym.var(name) for name in self.test_data_names}
         plan = PrecisionPlan.from_config(cfg)
-        rpn_features, roi_features = self._features(data, plan)
-        cls_logits, bbox_deltas = self._rpn_output(rpn_features, plan)
-        rois = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, im_info, training=False)
-        roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
-        cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
-        dets = self.bbox_head.get_prediction(cls_logit, bbox_delta, rois, im_info)
+        dets, roi_features = self._detections(inputs, plan)
         mask_logit = self._mask_output(roi_features, _detection_rois(dets, "mask_det"), plan)
         classes = mx.sym.reshape(mx.sym.slice_axis(dets, axis=2, begin=5, end=6,
                                                    name="mask_det_class"),
