@@ -5,7 +5,8 @@
 FPN-sized inputs: an 800x1333 image padded to 800x1344, 2 images, 256 channels, RPN levels
 P2-P6, 2000 proposals per level before NMS, 1000 after, 512 rois per image for the box head,
 81 classes; mask targets for 128 foreground rois per image at 28 x 28 from polygons of about
-30 vertices. Each measurement is the median of --repeat runs after one warm-up, ending with
+30 vertices; RetinaNet ops at 600x800 (P3-P7, 9 anchors per location: 90,360 anchors per
+image, 80 classes). Each measurement is the median of --repeat runs after one warm-up, ending with
 mx.nd.waitall(); the speedup is stock_s / ours_s from the same run. The JSON holds
 {"<op>": {"ours_s": .., "stock_s": .., "speedup": .., "stock": "<what it was compared with>"}}.
 """
@@ -27,6 +28,7 @@ import simpledet  # noqa: E402,F401  (loads the op library, sets threads)
 
 STRIDES = (4, 8, 16, 32, 64)
 SCALES, RATIOS = (8,), (0.5, 1, 2)
+RETINA_STRIDES = (8, 16, 32, 64, 128)
 
 
 class Setup:
@@ -41,6 +43,13 @@ class Setup:
         self.pre_nms, self.post_nms = (300, 100) if small else (2000, 1000)
         self.mask_rois = 32 if small else 128  # foreground rois per image for mask targets
         self.feat = [(math.ceil(self.height / s), math.ceil(self.width / s)) for s in STRIDES]
+        # RetinaNet: a 600x800 image (256x320 when small), P3-P7, A = 9, C = 80 (20 small).
+        retina_h, retina_w = (256, 320) if small else (600, 800)
+        self.retina_classes = 20 if small else 80
+        self.retina_feat = [(math.ceil(retina_h / s), math.ceil(retina_w / s))
+                            for s in RETINA_STRIDES]
+        self.retina_size = (retina_h, retina_w)
+        self.retina_anchors = 9 * sum(h * w for h, w in self.retina_feat)
 
 
 def median_time(fn, repeat):
@@ -339,6 +348,105 @@ def bench_mask_target(setup, rng, repeat):
 
     def stock():
         coco_mask_targets(rois_np, index_np, segs, mask_size)
+# ------------------------------------------------------------------ RetinaNet focal loss
+def retina_labels(setup, rng):
+    """Per image ~150 foreground anchors, ~1,500 ignored, the rest background."""
+    labels = np.zeros((setup.batch, setup.retina_anchors), np.float32)
+    for b in range(setup.batch):
+        idx = rng.permutation(setup.retina_anchors)
+        labels[b, idx[:150]] = rng.integers(1, setup.retina_classes + 1, 150)
+        labels[b, idx[150:1650]] = -1
+    return labels
+
+
+def stock_focal_loss(logits, labels, alpha=0.25, gamma=2.0):
+    """Sigmoid focal loss from stock ops (log(p_t) written directly; the softplus-stable form
+    would add ops). logits (B, N, C), labels (B, N): 0 background, 1..C, -1 ignored."""
+    classes = logits.shape[-1]
+    p = mx.nd.sigmoid(logits)
+    target = mx.nd.one_hot(labels - 1, depth=classes)
+    valid = mx.nd.expand_dims(labels >= 0, axis=-1)
+    p_t = target * p + (1 - target) * (1 - p)
+    alpha_t = target * alpha + (1 - target) * (1 - alpha)
+    terms = -alpha_t * mx.nd.power(1 - p_t, gamma) * mx.nd.log(p_t)
+    return mx.nd.sum(mx.nd.broadcast_mul(terms, valid)) / mx.nd.maximum(mx.nd.sum(labels > 0), 1)
+
+
+def bench_sigmoid_focal_loss(setup, rng, repeat):
+    """Forward + backward into the logits: the training-time cost."""
+    from simpledet.ops.focal_loss import sigmoid_focal_loss
+
+    shape = (setup.batch, setup.retina_anchors, setup.retina_classes)
+    logits = mx.nd.array(rng.normal(-4.6, 1.5, shape))  # prior 0.01 bias, some spread
+    logits.attach_grad()
+    labels = mx.nd.array(retina_labels(setup, rng))
+
+    def timed(fn):
+        def step():
+            with mx.autograd.record():
+                loss = fn(logits, labels)
+            loss.backward()
+        return step
+
+    return (median_time(timed(sigmoid_focal_loss), repeat),
+            median_time(timed(stock_focal_loss), repeat))
+
+
+# ------------------------------------------------------------------ RetinaNet post-processing
+def bench_retina_postprocess(setup, rng, repeat):
+    from simpledet.core.anchors import grid_anchors
+    from simpledet.ops.retina_postprocess import RETINA_SCALES, retina_postprocess
+
+    classes, num_anchors = setup.retina_classes, 9
+    probs, deltas = [], []
+    for h, w in setup.retina_feat:
+        logits = rng.normal(-6.0, 1.5, (setup.batch, num_anchors * classes, h, w))
+        probs.append(mx.nd.array(1 / (1 + np.exp(-logits))))  # ~3% of scores above 0.05
+        deltas.append(mx.nd.array(rng.normal(0, 0.2, (setup.batch, 4 * num_anchors, h, w))))
+    height, width = setup.retina_size
+    im_info = mx.nd.array([[height, width, 1.0]] * setup.batch)
+    anchors = [mx.nd.array(grid_anchors(s, RETINA_SCALES, (0.5, 1, 2), h, w))
+               for s, (h, w) in zip(RETINA_STRIDES, setup.retina_feat)]
+
+    def ours():
+        retina_postprocess(probs, deltas, im_info, feature_strides=RETINA_STRIDES)
+
+    def stock():
+        # Per level: topk over (anchor, class) scores, gather anchors and deltas, ndarray
+        # decode + clip; then one class-aware box_nms over the levels with the 0.05 threshold.
+        per_level = []
+        for prob, delta, anchor in zip(probs, deltas, anchors):
+            _, _, h, w = prob.shape
+            # (B, A*C, H, W) -> (B, H*W*A*C) in (y, x, a, c) order, the anchors' order.
+            flat = prob.reshape((setup.batch, num_anchors * classes, h * w)).transpose((0, 2, 1))
+            flat = flat.reshape((setup.batch, -1))
+            score, idx = mx.nd.topk(flat, k=min(1000, flat.shape[1]), ret_typ="both")
+            anchor_idx = mx.nd.floor(idx / classes)
+            cls_id = idx - anchor_idx * classes + 1  # classes 1..C, as ours
+            box_delta = delta.reshape((setup.batch, num_anchors, 4, h * w))
+            box_delta = box_delta.transpose((0, 3, 1, 2)).reshape((setup.batch, -1, 4))
+            rows = []
+            for b in range(setup.batch):
+                a = mx.nd.take(anchor, anchor_idx[b])
+                d = mx.nd.take(box_delta[b], anchor_idx[b])
+                wid = a[:, 2:3] - a[:, 0:1] + 1
+                hei = a[:, 3:4] - a[:, 1:2] + 1
+                cx, cy = a[:, 0:1] + 0.5 * (wid - 1), a[:, 1:2] + 0.5 * (hei - 1)
+                pcx, pcy = d[:, 0:1] * wid + cx, d[:, 1:2] * hei + cy
+                pw = mx.nd.exp(mx.nd.minimum(d[:, 2:3], 4.135)) * wid
+                ph = mx.nd.exp(mx.nd.minimum(d[:, 3:4], 4.135)) * hei
+                box = mx.nd.concat(mx.nd.clip(pcx - 0.5 * (pw - 1), 0, width - 1),
+                                   mx.nd.clip(pcy - 0.5 * (ph - 1), 0, height - 1),
+                                   mx.nd.clip(pcx + 0.5 * (pw - 1), 0, width - 1),
+                                   mx.nd.clip(pcy + 0.5 * (ph - 1), 0, height - 1), dim=1)
+                rows.append(mx.nd.concat(box, score[b].reshape((-1, 1)),
+                                         cls_id[b].reshape((-1, 1)), dim=1))
+            per_level.append(mx.nd.stack(*rows))
+        merged = mx.nd.concat(*per_level, dim=1)  # (B, L*1000, 6)
+        kept = mx.nd.contrib.box_nms(merged, overlap_thresh=0.5, valid_thresh=0.05, topk=-1,
+                                     coord_start=0, score_index=4, id_index=5,
+                                     force_suppress=False)
+        return kept.slice_axis(axis=1, begin=0, end=100)
 
     return median_time(ours, repeat), median_time(stock, repeat)
 
@@ -351,6 +459,8 @@ STOCK_IMPL = {
     "proposal_target": "vectorised NumPy (no MXNet op does this job)",
     "detection_postprocess": "ndarray decode + clip + class-aware contrib.box_nms",
     "mask_target": "per-roi NumPy shift/scale + pycocotools frPyObjects + merge + decode",
+    "sigmoid_focal_loss": "sigmoid/one_hot/power/log/sum ndarray composite, forward+backward",
+    "retina_postprocess": "per-level topk + take + ndarray decode/clip + class-aware box_nms",
 }
 
 BENCHES = {
@@ -360,6 +470,8 @@ BENCHES = {
     "proposal_target": bench_proposal_target,
     "detection_postprocess": bench_detection_postprocess,
     "mask_target": bench_mask_target,
+    "sigmoid_focal_loss": bench_sigmoid_focal_loss,
+    "retina_postprocess": bench_retina_postprocess,
 }
 
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "anchors.h"
 #include "pyramid_proposal.h"
 #include "simpledet_op.h"
 
@@ -25,23 +26,6 @@ struct Parsed {
   PyramidProposalParam p;
   std::vector<float> base_anchors;  // (L, A, 4)
 };
-
-// simpledet.core.anchors.base_anchors, in double precision, rounded to float at the end.
-void append_base_anchors(double stride, const std::vector<double>& scales,
-                         const std::vector<double>& ratios, std::vector<float>* out) {
-  double size = stride * stride, ctr = 0.5 * (stride - 1.0);
-  for (double ratio : ratios) {
-    double base_w = std::floor(std::sqrt(std::floor(size / ratio)) + 0.5);
-    double base_h = std::floor(base_w * ratio + 0.5);
-    for (double scale : scales) {
-      double w = base_w * scale, h = base_h * scale;
-      out->push_back(static_cast<float>(ctr - 0.5 * (w - 1)));
-      out->push_back(static_cast<float>(ctr - 0.5 * (h - 1)));
-      out->push_back(static_cast<float>(ctr + 0.5 * (w - 1)));
-      out->push_back(static_cast<float>(ctr + 0.5 * (h - 1)));
-    }
-  }
-}
 
 Parsed parse_param(const Attrs& attrs) {
   Parsed r;
