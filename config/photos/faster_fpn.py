@@ -13,16 +13,6 @@ The model is the shapes FPN quickstart's (``small_fpn``) with the from-scratch r
 config/_base/scratch.py.
 """
 from _base.faster_fpn import faster_fpn, small_fpn
-from _base.scratch import from_scratch, small_cpu_model
+from _base.photos import on_photos
 
-from simpledet.data.photos import CLASS_NAMES
-
-cfg = small_fpn(small_cpu_model(from_scratch(faster_fpn())))
-cfg.dataset.synthetic = "photos"
-cfg.dataset.class_names = CLASS_NAMES
-cfg.input.short = 320
-cfg.input.long = 480
-cfg.train.iters_at_batch16 = 100  # 400 iterations at 4 images: 200 passes over the 8 images
-cfg.train.lr_steps_at_batch16 = (80, 95)
-cfg.train.warmup_iters = 100
-cfg.train.checkpoint_interval = 10000
+cfg = small_fpn(on_photos(faster_fpn()))
