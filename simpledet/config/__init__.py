@@ -1,10 +1,9 @@
 """Typed, validated experiment configs: the schema mechanism, the settings every family shares
-(``common.DetectorConfig``), the family schemas (Faster R-CNN, Mask R-CNN), and loading / overriding / dumping /
-diffing config files. See DESIGN.md and ``config/``.
+(``common.DetectorConfig``), the family schemas (Faster R-CNN, Mask R-CNN), and loading /
+overriding / dumping / diffing config files. See DESIGN.md and ``config/``.
 """
 from simpledet.config.common import COCO_CLASS_NAMES, DetectorConfig
 from simpledet.config.faster_rcnn import FasterRcnnConfig
-from simpledet.config.mask_rcnn import MaskRcnnConfig
 from simpledet.config.loader import (
     add_config_arguments,
     apply_overrides,
@@ -17,6 +16,7 @@ from simpledet.config.loader import (
     load_config,
     parse_override,
 )
+from simpledet.config.mask_rcnn import MaskRcnnConfig
 from simpledet.config.schema import ConfigError, ConfigKeyError, Section, field
 
 __all__ = [
