@@ -7,4 +7,5 @@ from simpledet.data.targets.base import ImageSample, TargetAssigner
 from simpledet.data.targets.polygons import GtPolygonAssigner
 from simpledet.data.targets.rpn import RpnAnchorAssigner, levels_table
 
-__all__ = ["GtPolygonAssigner", "ImageSample", "RpnAnchorAssigner", "TargetAssigner", "levels_table"]
+__all__ = ["GtPolygonAssigner", "ImageSample", "RpnAnchorAssigner", "TargetAssigner",
+           "levels_table"]
