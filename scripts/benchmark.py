@@ -6,8 +6,9 @@
 
 Reports, after warm-up, the median training step (img/s, s/iter), the peak memory (RSS on CPU,
 GPU memory on a GPU), inference latency per image at batch 1 and throughput at --batch, and
-the backbone+neck forward+backward alone; each model runs in its own process with the same
-thread count. See simpledet/benchmark/ and docs/benchmarks.md.
+the backbone+neck forward+backward alone (Mask R-CNN also the per-image mask post-processing);
+each model runs in its own process with the same thread count. The peer follows the config's
+family: GluonCV's Faster R-CNN or Mask R-CNN. See simpledet/benchmark/ and docs/benchmarks.md.
 """
 import sys
 from pathlib import Path

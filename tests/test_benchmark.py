@@ -1,12 +1,14 @@
 """scripts/benchmark.py in tiny mode (128x160, batch 1, 2 timed iterations, 1 thread): the
 report's JSON fields, the table, the chart and the operator profile exist and make sense, and
-bad options fail with one line and exit code 2. No timing is asserted.
+bad options fail with one line and exit code 2; Mask R-CNN's synthetic polygons, its worker and
+its GluonCV peer; the peer model of each family. No timing is asserted.
 """
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from simpledet.benchmark import report as rep
@@ -17,7 +19,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 SHAPES_FPN = os.path.join(REPO, "config", "shapes", "faster_fpn.py")
 SHAPES_C4 = os.path.join(REPO, "config", "shapes", "faster_c4.py")
+SHAPES_MASK = os.path.join(REPO, "config", "shapes", "mask_fpn.py")
 ZOO_FPN = os.path.join(REPO, "config", "faster_r50v1_fpn_1x.py")
+ZOO_C4 = os.path.join(REPO, "config", "faster_r50v1c4_c5_512roi_1x.py")
+ZOO_MASK = os.path.join(REPO, "config", "mask_r50v1_fpn_1x.py")
 TINY = ["--size", "128x160", "--batch", "1", "--iters", "2", "--warmup", "1", "--threads", "1"]
 DOCUMENTED = ("train_img_s", "infer_s_per_img", "peak_mem_mb")
 
@@ -145,6 +150,120 @@ def test_bad_options_fail_with_one_line_and_exit_2(capsys, argv, needle):
     assert needle in captured.err
     assert len(captured.err.strip().splitlines()) == 1, captured.err
     assert "[benchmark] measuring" not in captured.out  # no worker was started
+
+
+def tiny_config(path, height=64, width=96):
+    from simpledet.benchmark.settings import quiet_load_config
+
+    return quiet_load_config(path, ["pretrain=none", f"input.short={min(height, width)}",
+                                    f"input.long={max(height, width)}"])
+
+
+def test_mask_synthetic_batch_has_one_polygon_per_box():
+    """gt_polys row g is the ellipse inscribed in gt_boxes row g (its bounding region is the box's
+    [x1, x2 + 1) x [y1, y2 + 1)); padding rows are -1; the mask-target op rasterises each row
+    inside its box as a 16-gon (area 8 sin(pi / 8) / 4 = 0.765 of the box)."""
+    import mxnet as mx
+
+    from simpledet.benchmark import synthetic
+    from simpledet.engine.build import build_detector
+    from simpledet.ops import mask_target
+
+    cfg = tiny_config(SHAPES_MASK)
+    detector = build_detector(cfg)
+    bucket = (64, 96)
+    sample = synthetic.make_images(2, 64, 96, cfg.num_classes, seed=3)
+    batch = synthetic.training_batch(cfg, detector.target_assigners([bucket]), sample, bucket)
+    assert batch["gt_polys"].shape == (2, cfg.input.max_num_gt, cfg.mask_target.poly_len)
+    vertices, count = synthetic.POLYGON_VERTICES, synthetic.BOXES_PER_IMAGE
+    for slot in range(2):
+        boxes, polys = batch["gt_boxes"][slot], batch["gt_polys"][slot]
+        assert (boxes[:count, 4] >= 1).all() and (boxes[count:] == -1).all()
+        assert (polys[count:] == -1).all()
+        for row in range(count):
+            assert polys[row, :2].tolist() == [1, vertices]
+            points = polys[row, 2:2 + 2 * vertices].reshape(-1, 2)
+            x1, y1, x2, y2 = boxes[row, :4]
+            assert points.min(0) == pytest.approx([x1, y1], abs=1e-3)
+            assert points.max(0) == pytest.approx([x2 + 1, y2 + 1], abs=1e-3)
+            assert (polys[row, 2 + 2 * vertices:] == -1).all()
+        rois = np.concatenate([np.full((count, 1), slot, np.float32), boxes[:count, :4]], 1)
+        targets = mask_target(mx.nd.array(rois), mx.nd.arange(count),
+                              mx.nd.array(batch["gt_polys"]), mask_size=28).asnumpy()
+        area = 8 * np.sin(np.pi / 8) / 4
+        assert targets.reshape(count, -1).mean(1) == pytest.approx([area] * count, abs=0.03)
+
+
+def test_mask_worker_runs_ours(monkeypatch):
+    """Our Mask R-CNN worker in this process (64x96, one call each): the train step, the test
+    graph and the mask post-processing of test.max_det detections."""
+    from simpledet.benchmark import worker
+    from simpledet.benchmark.cli import build_parser
+    from simpledet.benchmark.settings import resolve_settings
+
+    args = build_parser().parse_args(["--config", SHAPES_MASK, "--size", "64x96", "--batch", "1",
+                                      "--iters", "1", "--warmup", "0", "--threads", "1"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    result = worker.run_role("ours", resolve_settings(args))
+    for key in ("train_s_per_iter", "infer_s_per_img", "postprocess_s_per_img"):
+        assert result[key] > 0, key
+    assert result["infer_with_postprocess_s_per_img"] == pytest.approx(
+        result["infer_s_per_img"] + result["postprocess_s_per_img"])
+    assert result["postprocess_detections"] == 100  # test.max_det: all the fixed detections
+    assert result["train_inputs"][-1] == "gt_polys" and result["nonfinite_steps"] == 0
+
+
+FASTER_FPN_PEER = "faster_rcnn_fpn_resnet50_v1b_coco"
+FASTER_C4_PEER = "faster_rcnn_resnet50_v1b_coco"
+MASK_FPN_PEER = "mask_rcnn_fpn_resnet50_v1b_coco"
+
+
+@pytest.mark.parametrize("config, model", [
+    (SHAPES_FPN, FASTER_FPN_PEER), (ZOO_FPN, FASTER_FPN_PEER), (SHAPES_C4, FASTER_C4_PEER),
+    (ZOO_C4, FASTER_C4_PEER), (SHAPES_MASK, MASK_FPN_PEER), (ZOO_MASK, MASK_FPN_PEER),
+])
+def test_peer_model_follows_the_config_family(config, model):
+    from simpledet.benchmark import gluoncv_peer
+
+    cfg = tiny_config(config, 600, 800)
+    assert gluoncv_peer.model_name(cfg) == model
+    options = gluoncv_peer.model_options(cfg, 600, 800, 1)
+    if model.startswith("mask"):  # masks on as many detections as ours
+        assert options["rcnn_max_dets"] == cfg.test.max_det
+    else:
+        assert "rcnn_max_dets" not in options
+    assert options["num_sample"] == cfg.roi_sampler.batch_per_image
+
+
+def test_a_family_without_peer_is_refused():
+    from simpledet.benchmark import gluoncv_peer
+
+    class OtherConfig:
+        detector_class = object
+
+    with pytest.raises(SettingsError, match="no GluonCV peer for the detector object"):
+        gluoncv_peer.model_name(OtherConfig())
+
+
+def test_mask_layout_against_gluoncv_mask_rcnn(tmp_path):
+    """Mask R-CNN against GluonCV's mask_rcnn_fpn_resnet50_v1b_coco, one warm-up and one timed
+    call (about 25 s on one thread): both sides train, infer and post-process."""
+    proc = run_benchmark("--config", SHAPES_MASK, *TINY[:4], "--iters", "1", "--warmup", "1",
+                         "--threads", "1", "--peer", "gluoncv", "--json",
+                         str(tmp_path / "r.json"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    check_report(report)
+    peer = report["peer"]
+    assert peer["model"] == "mask_rcnn_fpn_resnet50_v1b_coco"
+    assert peer["options"]["rcnn_max_dets"] == 100
+    for side in ("ours", "peer"):
+        assert report[side]["postprocess_s_per_img"] > 0
+        assert report[side]["postprocess_detections"] == 100
+    for needle in ("peer train: iteration 1/1", "peer post-process: iteration 1/1",
+                   "post-process s/img (100 masks)", "infer + post-process s/img",
+                   "gt polygons: one 16-vertex ellipse", "the test graph alone on both sides"):
+        assert needle in proc.stdout, needle
 
 
 @pytest.mark.slow

@@ -127,6 +127,10 @@ def run_parent(argv, args, settings):
     from simpledet.benchmark.measure import progress
 
     cfg = settings.load_config()  # fails here, before any worker, on a bad combination
+    if settings.peer == "gluoncv":
+        from simpledet.benchmark.gluoncv_peer import model_name
+
+        model_name(cfg)  # SettingsError when the config's family has no GluonCV peer
     prepare_output_folders(args)
     if settings.device_note:
         progress(settings.device_note)

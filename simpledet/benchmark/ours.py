@@ -1,11 +1,13 @@
 """Our side of the benchmark: the training step, inference, and the backbone+neck alone.
 
 Everything is built by the package's own code paths: ``build_detector``, ``build_trainer`` (its
-step: SgdStep, or LossScaledStep for fp16), ``GraphModule`` for inference, and the detector's
+step: SgdStep, or LossScaledStep for fp16), ``GraphModule`` for inference, the detector's own
+``decode_test_outputs`` for the post-processing of families with masks, and the detector's
 own backbone and neck for the backbone-only graph, all with the config's normalizer and
 precision. Each function returns plain numbers for the JSON report.
 """
 import mxnet as mx
+import numpy as np
 
 from simpledet.benchmark import synthetic
 from simpledet.benchmark.measure import (
@@ -135,7 +137,7 @@ def time_inference(detector, context, sample, bucket, params, settings, label):
 def measure_inference(detector, context, sample, bucket, params, settings):
     """Latency per image at batch 1 and throughput at the benchmark batch."""
     progress("ours: binding the test graph")
-    first = synthetic.SyntheticImages(sample.images[:1], sample.boxes[:1], sample.classes[:1])
+    first = sample.head(1)
     latency = time_inference(detector, context, first, bucket, params, settings,
                              "ours infer batch 1")
     batch = len(sample.images)
@@ -143,6 +145,41 @@ def measure_inference(detector, context, sample, bucket, params, settings):
         detector, context, sample, bucket, params, settings, f"ours infer batch {batch}")
     return {"infer_s_per_img": latency, "infer_img_s": batch / batch_seconds,
             "infer_batch": batch}
+
+
+def has_mask_postprocess(detector):
+    """Whether the family's tester turns masks into image masks after the graph (Mask R-CNN:
+    paste + RLE, a per-image cost worth measuring; box decoding alone is not)."""
+    return "segm" in detector.eval_types
+
+
+def synthetic_test_outputs(detections):
+    """The test graph's outputs for one image holding ``detections``: [dets (1, D, 6)
+    [x1, y1, x2, y2, score, class], masks (1, D, M, M)] as NDArrays (as a forward leaves them)."""
+    dets = np.concatenate([detections.boxes, detections.scores[:, None],
+                           detections.classes[:, None]], axis=1).astype(np.float32)
+    return [mx.nd.array(dets[None]), mx.nd.array(detections.masks[None])]
+
+
+def measure_postprocess(detector, height, width, settings):
+    """Median seconds of what the tester does per image after the graph: outputs to NumPy and
+    ``detector.decode_test_outputs`` (boxes to the original image; Mask R-CNN: masks pasted into
+    it at threshold 0.5 and RLE-encoded), on ``cfg.test.max_det`` fixed synthetic detections
+    (synthetic.make_detections, the peer decodes the same ones), at scale 1."""
+    cfg = detector.cfg
+    detections = synthetic.make_detections(cfg.test.max_det, height, width, cfg.num_classes,
+                                           cfg.mask_size, seed=cfg.seed)
+    outputs = synthetic_test_outputs(detections)
+    im_info = np.array([[height, width, 1.0]], np.float32)
+
+    def decode():
+        return detector.decode_test_outputs([o.asnumpy() for o in outputs], im_info,
+                                            [(height, width)])
+
+    pasted = len(decode()[0]["masks"])  # untimed: how many masks one call pastes
+    durations = time_calls(decode, warmup=settings.warmup, iters=settings.iters,
+                           label="ours post-process", sync=mx.nd.waitall)
+    return {"postprocess_s_per_img": median(durations), "postprocess_detections": pasted}
 
 
 def backbone_neck_symbol(detector):

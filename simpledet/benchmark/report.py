@@ -6,6 +6,11 @@ JSON layout (top level exactly these keys)::
      "peer": {... the same keys ...} or null,
      "speedup_train": ours train img/s / peer train img/s, or null,
      "speedup_infer": peer infer s/img / ours infer s/img, or null}
+
+``infer_s_per_img`` is the test graph alone on both sides. Families whose tester pastes masks
+(Mask R-CNN) add, on each side, ``postprocess_s_per_img`` (the per-image work after the graph
+on ``postprocess_detections`` fixed detections), and ``infer_with_postprocess_s_per_img``
+(their sum); the table shows their ratio.
 """
 import json
 
@@ -13,6 +18,9 @@ from simpledet.benchmark.measure import TIMING_LR
 
 LOADER_NOTE = ("input: one fixed synthetic batch (random pixels, random boxes, RPN targets "
                "precomputed by the package's own anchor_target); the data loader is not timed")
+POLYGON_NOTE = ("gt polygons: one 16-vertex ellipse inscribed in each box, ours packed into "
+                "gt_polys by the loader's assigner, the peer's rasterized to full-image masks by "
+                "its train transform (untimed); the mask targets are made in each timed step")
 
 
 def run_description(settings, cfg):
@@ -58,6 +66,14 @@ def table_rows(report):
         theirs = peer.get(key)
         rows.append((label, fmt.format(ours[key]), "-" if theirs is None else fmt.format(theirs),
                      _speedup(ours[key], theirs, higher_is_better)))
+    if "infer_with_postprocess_s_per_img" in ours:
+        count = ours["postprocess_detections"]
+        for key, label in (("postprocess_s_per_img", f"post-process s/img ({count} masks)"),
+                           ("infer_with_postprocess_s_per_img", "infer + post-process s/img")):
+            theirs = peer.get(key)
+            rows.append((label, f"{ours[key]:.3f}",
+                         "-" if theirs is None else f"{theirs:.3f}",
+                         _speedup(ours[key], theirs, False)))
     theirs = peer.get("peak_mem_mb")
     rows.append((f"peak train memory MB ({ours['peak_mem_kind']})", f"{ours['peak_mem_mb']:.0f}",
                  "-" if theirs is None else f"{theirs:.0f}",
@@ -80,6 +96,13 @@ def run_notes(ours):
              LOADER_NOTE, f"random weights (no pretrained weights), SGD at lr {TIMING_LR:g} so "
              "they do not diverge (an update costs the same at any lr); peak memory of each "
              "model measured in its own process"]
+    if "gt_polys" in ours.get("train_inputs", ()):
+        lines.append(POLYGON_NOTE)
+    if "infer_with_postprocess_s_per_img" in ours:
+        lines.append("infer s/img: the test graph alone on both sides (boxes and M x M masks of "
+                     "test.max_det detections); post-process: what each tester does per image "
+                     f"after it (masks pasted into the image, RLE) on the same "
+                     f"{ours['postprocess_detections']} fixed detections, timed apart")
     if ours["normalizer"] == "fixbn":
         lines.append("normalizer fixbn from random init normalizes nothing (the config "
                      "expects pretrained weights); the graph and its cost are the same")
@@ -105,6 +128,11 @@ def peer_notes(ours, peer):
     if capped:
         lines.append("peer proposals capped by its anchor count at this size: "
                      + ", ".join(capped))
+    if "rcnn_max_dets" in options:
+        lines.append(f"peer masks: on its {options['rcnn_max_dets']} best detections "
+                     "(rcnn_max_dets = our test.max_det); in training its mask branch reuses "
+                     "the box branch's 14x14 RoIAlign, ours pools the mask RoIs again (see "
+                     "simpledet.benchmark.gluoncv_peer for what else differs)")
     return lines
 
 

@@ -32,7 +32,12 @@ def run_ours(cfg, settings):
                                                 settings, workdir)
     params = trainer.module.get_params()
     result.update(ours.measure_inference(detector, context, sample, bucket, params, settings))
+    if ours.has_mask_postprocess(detector):
+        result.update(ours.measure_postprocess(detector, *settings.size, settings))
+        result["infer_with_postprocess_s_per_img"] = (result["infer_s_per_img"]
+                                                      + result["postprocess_s_per_img"])
     result["input_shape"] = list(bucket)
+    result["train_inputs"] = list(detector.train_data_names)
     return result
 
 
@@ -70,6 +75,10 @@ def run_peer(cfg, settings):
     net = gluoncv_peer.build_net(cfg, height, width, settings.batch, context)
     result = gluoncv_peer.measure_training(net, cfg, sample, context, settings)
     result.update(gluoncv_peer.measure_inference(net, cfg, sample, context, settings))
+    if gluoncv_peer.peer_family(cfg) == gluoncv_peer.MASK:
+        result.update(gluoncv_peer.measure_postprocess(cfg, sample, context, settings))
+        result["infer_with_postprocess_s_per_img"] = (result["infer_s_per_img"]
+                                                      + result["postprocess_s_per_img"])
     options = gluoncv_peer.model_options(cfg, height, width, settings.batch)
     result.update(model=gluoncv_peer.model_name(cfg), precision="fp32",
                   input_shape=[height, width],
