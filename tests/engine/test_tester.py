@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from standin_detector import StandInDetector, tiny_config, write_tiny_coco
 
+from simpledet.detectors.base import detections_to_original
 from simpledet.engine.build import build_dataset, build_train_loader
 from simpledet.engine.checkpoint import CheckpointError
 from simpledet.engine.hooks import CheckpointHook
-from simpledet.engine.tester import JSON_KEYS, detections_to_original, run_test
+from simpledet.engine.tester import JSON_KEYS, run_test
 from simpledet.engine.trainer import build_trainer
 
 
