@@ -102,6 +102,24 @@ MUTATIONS = (
         new='"add_gt": "True",',
         tests=("tests/ops/test_proposal_target.py",)),
     Mutation(
+        name="crowd_thresh_attr",
+        claim="proposal_target passes crowd_thresh to the op: a would-be background RoI that a "
+              "crowd region covers more than roi_sampler.crowd_iof of is no background row",
+        file="simpledet/ops/proposal_target.py",
+        old='attrs.update(has_crowd="True", crowd_thresh=repr(crowd_thresh))',
+        new='attrs.update(has_crowd="True", crowd_thresh="1.0")',
+        tests=("tests/ops/test_proposal_target.py::test_crowd_hand_computed_sampled",
+               "tests/data/test_crowd_ignore.py::"
+               "test_photos_crowd_region_is_ignored_by_the_roi_sampler_while_training")),
+    Mutation(
+        name="crowd_rows_keep_largest",
+        claim="an image with more crowd regions than input.max_num_crowd keeps the largest",
+        file="simpledet/data/targets/crowd.py",
+        old="largest = np.argsort(-area, kind=\"stable\")[:self.max_crowd]",
+        new="largest = np.arange(len(crowd))[:self.max_crowd]",
+        tests=("tests/data/test_crowd_ignore.py::"
+               "test_crowd_rows_beyond_max_crowd_keep_the_largest_and_are_counted",)),
+    Mutation(
         name="pretrain_strict",
         claim="a pretrained file missing backbone parameters is an error naming them",
         file="simpledet/engine/pretrained.py",

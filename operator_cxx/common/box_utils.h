@@ -33,6 +33,16 @@ SD_HD inline float box_iou(const float* a, const float* b) {
   return inter / (box_area(a) + box_area(b) - inter);
 }
 
+// Whether region b covers more than `thresh` of box a's own area: intersection over a's area
+// (IoF, "intersection over foreground") > thresh, evaluated as inter > thresh * area(a) as the
+// loader's RPN crowd rule (simpledet.data.anchor_target.in_crowd) does.
+SD_HD inline bool box_iof_above(const float* a, const float* b, float thresh) {
+  float w = fminf(a[2], b[2]) - fmaxf(a[0], b[0]) + 1.f;
+  float h = fminf(a[3], b[3]) - fmaxf(a[1], b[1]) + 1.f;
+  if (w <= 0.f || h <= 0.f) return false;
+  return w * h > thresh * box_area(a);
+}
+
 // Applies deltas (dx, dy, dw, dh) (already de-normalized) to box `in`, writing `out`.
 SD_HD inline void box_decode(const float* in, float dx, float dy, float dw, float dh, float* out) {
   float w = in[2] - in[0] + 1.f, h = in[3] - in[1] + 1.f;

@@ -8,12 +8,17 @@
 // (B*S, 4*num_classes), or (B*S, 4) when class_agnostic; with output_gt_index a 5th output
 // gt_index (B*S,): for a fg row the row j (0..G-1) of gt_boxes[b] it is matched to, -1 on every
 // other row. All float32. S = image_rois when sample (the default), else R + G with add_gt
-// (the default) or R without.
+// (the default) or R without. With has_crowd a 3rd input crowd_boxes (B, M, 4) [x1, y1, x2, y2]:
+// image b's crowd (iscrowd) regions in input pixels; rows that are no box reaching into the
+// image (x2 < x1, y2 < y1, x2 < 0 or y2 < 0: the loader's rows of -1) are padding.
 //
 // Per image, the candidates are its R rois followed, with add_gt, by its G gt rows (row order).
 // Each gets its max IoU with the valid gts (+1 convention) and the gt reaching it (first on
 // ties). fg: max_iou >= fg_thresh; bg: not fg and bg_thresh_lo <= max_iou < bg_thresh_hi; with
-// no valid gt every candidate is bg; any other candidate is ignored.
+// no valid gt every candidate is bg; any other candidate is ignored. With has_crowd a candidate
+// that would be bg is ignored instead when some valid crowd row of its image covers more than
+// crowd_thresh of its own area (IoF > crowd_thresh, "+1" areas; Detectron's crowd_thresh 0.7);
+// fg candidates stay fg; without has_crowd (the default) nothing changes.
 //
 // sample: padding gt rows are no candidates. num_fg = min(round_half_even(fg_fraction * S), #fg)
 // sampled without replacement; the other S - num_fg rows are bg, without replacement when there
@@ -95,6 +100,11 @@ ProposalTargetParam parse_param(const Attrs& attrs) {
   p.add_gt = attr_bool(attrs, "add_gt", true);
   p.sample = attr_bool(attrs, "sample", true);
   p.output_gt_index = attr_bool(attrs, "output_gt_index", false);
+  p.has_crowd = attr_bool(attrs, "has_crowd", false);
+  if (!p.has_crowd && find_attr(attrs, "crowd_thresh"))
+    throw AttrError("crowd_thresh applies to the crowd_boxes input: set has_crowd=True and pass "
+                    "crowd_boxes as the third input");
+  p.crowd_thresh = fraction_attr(attrs, "crowd_thresh", 0.7);
   return p;
 }
 
@@ -113,15 +123,17 @@ int64_t rows_per_image(const ProposalTargetParam& p, int64_t num_rois, int64_t n
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
   SIMPLEDET_TRY(kOpName, {
     ProposalTargetParam p = parse_param(attrs);
-    *num_in = 2;
+    *num_in = p.has_crowd ? 3 : 2;
     *num_out = p.output_gt_index ? 5 : 4;
     return MX_SUCCESS;
   })
 }
 
+const char* kInputNames[3] = {"rois", "gt_boxes", "crowd_boxes"};
+
 MXReturnValue infer_type(const Attrs&, std::vector<int>* in, std::vector<int>* out) {
-  const char* names[2] = {"rois", "gt_boxes"};
-  for (int i = 0; i < 2; ++i) {
+  const char* const* names = kInputNames;
+  for (size_t i = 0; i < in->size() && i < 3; ++i) {
     if (in->at(i) != kFloat32) {
       MX_ERROR_MSG << kOpName << ": " << names[i] << " must be float32, got "
                    << dtype_name(in->at(i));
@@ -140,12 +152,13 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
     const auto& gt = in->at(1);
     // MXNet 1.x passes unknown dims (and zero-size ones: 0 means unknown there) as -1.
     const unsigned int unknown = static_cast<unsigned int>(-1);
-    for (int i = 0; i < 2; ++i) {
+    for (size_t i = 0; i < in->size() && i < 3; ++i) {
       for (unsigned int dim : in->at(i)) {
         if (dim == unknown || dim == 0) {
-          MX_ERROR_MSG << kOpName << ": " << (i ? "gt_boxes" : "rois") << " has an unknown or "
-                       << "zero-size dimension; MXNet 1.x extension ops need known, non-empty "
-                       << "input shapes (give images without boxes padding rows of class -1)";
+          MX_ERROR_MSG << kOpName << ": " << kInputNames[i] << " has an unknown or zero-size "
+                       << "dimension; MXNet 1.x extension ops need known, non-empty input shapes "
+                       << "(give images without boxes padding rows of class -1, images without "
+                       << "crowd regions crowd rows of -1)";
           return MX_FAIL;
         }
       }
@@ -165,6 +178,14 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
                    << "batch size " << gt[0] << " (gt_boxes.shape[0]); rois must be B blocks "
                    << "of R rows";
       return MX_FAIL;
+    }
+    if (p.has_crowd) {
+      const auto& crowd = in->at(2);
+      if (crowd.size() != 3 || crowd[2] != 4 || crowd[0] != gt[0]) {
+        MX_ERROR_MSG << kOpName << ": crowd_boxes must be (B, M, 4) [x1, y1, x2, y2] with B = "
+                     << gt[0] << " (gt_boxes.shape[0]), got " << shape_str(crowd);
+        return MX_FAIL;
+      }
     }
     const int64_t S = rows_per_image(p, rois[0] / gt[0], gt[1]);
     const int64_t total = static_cast<int64_t>(gt[0]) * S;
@@ -218,6 +239,8 @@ struct ImageInput {
   int num_gt;            // G
   const float* max_iou;  // one entry per candidate (candidate_overlap): R, then G with add_gt
   const int* argmax;
+  const float* crowds;   // M rows of 4 (crowd_row_valid: region or padding); null without crowd
+  int num_crowd;         // M, 0 without has_crowd
 };
 
 // One image's slice of the outputs: rois (S, 5), labels (S,), targets / weights (S, width),
@@ -235,11 +258,17 @@ enum class Kind { kForeground, kBackground, kIgnored, kPadding };
 
 Kind candidate_kind(const ProposalTargetParam& p, const ImageInput& in, int64_t k) {
   if (k >= in.num_rois && !(in.gts[(k - in.num_rois) * 5 + 4] > 0.f)) return Kind::kPadding;
-  if (in.argmax[k] < 0) return Kind::kBackground;  // image without gt: everything is background
-  const float o = in.max_iou[k];
-  if (o >= p.fg_thresh) return Kind::kForeground;
-  if (o >= p.bg_thresh_lo && o < p.bg_thresh_hi) return Kind::kBackground;
-  return Kind::kIgnored;
+  if (in.argmax[k] >= 0) {  // without gt every candidate would be background
+    const float o = in.max_iou[k];
+    if (o >= p.fg_thresh) return Kind::kForeground;
+    if (!(o >= p.bg_thresh_lo && o < p.bg_thresh_hi)) return Kind::kIgnored;
+  }
+  // A would-be background candidate on a crowd region is ignored (has_crowd only).
+  if (in.num_crowd > 0 &&
+      in_crowd_region(candidate_box(in.rois, in.num_rois, in.gts, k), in.crowds, in.num_crowd,
+                      p.crowd_thresh))
+    return Kind::kIgnored;
+  return Kind::kBackground;
 }
 
 // Fills output row `row` of image b from candidate k (k < 0: a zero box): a fg row gets its
@@ -379,19 +408,33 @@ void check_gt_classes(const float* gt, int batch, int num_gt, int num_classes) {
 }
 
 struct Dims {
-  int batch, num_gt;
+  int batch, num_gt, num_crowd;  // num_crowd: M, 0 without has_crowd
   int64_t rois_per_image;
 };
 
-Dims read_dims(const MXTensor& rois, const MXTensor& gt) {
+Dims read_dims(const ProposalTargetParam& p, const std::vector<MXTensor>& in) {
+  const size_t expected = p.has_crowd ? 3 : 2;
+  if (in.size() != expected)
+    throw std::runtime_error("expected " + std::to_string(expected) + " inputs, got " +
+                             std::to_string(in.size()));
+  const MXTensor& rois = in[0];
+  const MXTensor& gt = in[1];
   Dims d;
   d.batch = static_cast<int>(gt.shape[0]);
   d.num_gt = static_cast<int>(gt.shape[1]);
+  d.num_crowd = 0;
   int64_t n = rois.shape[0];
   if (d.batch < 1 || n % d.batch != 0)
     throw std::runtime_error("rois has " + std::to_string(n) + " rows, not a multiple of the "
                              "batch size " + std::to_string(d.batch));
   d.rois_per_image = n / d.batch;
+  if (p.has_crowd) {
+    const MXTensor& crowd = in[2];
+    if (crowd.shape.size() != 3 || crowd.shape[0] != d.batch || crowd.shape[2] != 4)
+      throw std::runtime_error("crowd_boxes must be (B, M, 4) with B = " +
+                               std::to_string(d.batch));
+    d.num_crowd = static_cast<int>(crowd.shape[1]);
+  }
   return d;
 }
 
@@ -408,9 +451,10 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
                       const OpResource& res) {
   SIMPLEDET_TRY(kOpName, {
     ProposalTargetParam p = parse_param(attrs);
-    Dims d = read_dims(in->at(0), in->at(1));
+    Dims d = read_dims(p, *in);
     const float* rois = in->at(0).data<float>();
     const float* gt = in->at(1).data<float>();
+    const float* crowd = p.has_crowd ? in->at(2).data<float>() : nullptr;
     check_gt_classes(gt, d.batch, d.num_gt, p.num_classes);
     mx_cpu_rand_t* states = res.get_cpu_rand_states();
     if (states == nullptr) throw std::runtime_error("MXNet passed no CPU random states");
@@ -442,7 +486,9 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
                      image_gts, valid.data(), static_cast<int>(valid.size()), max_iou.data(),
                      argmax.data());
         ImageInput img{image_rois, d.rois_per_image, image_gts, d.num_gt, max_iou.data(),
-                       argmax.data()};
+                       argmax.data(),
+                       crowd ? crowd + b * static_cast<int64_t>(d.num_crowd) * 4 : nullptr,
+                       d.num_crowd};
         sample_image(p, static_cast<int>(b), img, S, states[s], image_slice(p, outs, b, S));
       }
     });
@@ -475,7 +521,7 @@ MXReturnValue forward_gpu(const Attrs& attrs, std::vector<MXTensor>* in,
                           std::vector<MXTensor>* out, const OpResource& res) {
   SIMPLEDET_TRY(kOpName, {
     ProposalTargetParam p = parse_param(attrs);
-    Dims d = read_dims(in->at(0), in->at(1));
+    Dims d = read_dims(p, *in);
     void* stream = res.get_cuda_stream();
     if (out->size() != num_outputs(p))
       throw std::runtime_error("expected " + std::to_string(num_outputs(p)) + " outputs, got " +
@@ -490,6 +536,10 @@ MXReturnValue forward_gpu(const Attrs& attrs, std::vector<MXTensor>* in,
     if (!gt.empty())
       cuda::copy_to_host_sync(gt.data(), in->at(1).data<float>(), gt.size() * 4, stream);
     check_gt_classes(gt.data(), d.batch, d.num_gt, p.num_classes);
+    // The crowd rows go to the host with the rest: the crowd rule is applied while sampling.
+    std::vector<float> crowd(static_cast<int64_t>(d.batch) * d.num_crowd * 4);
+    if (!crowd.empty())
+      cuda::copy_to_host_sync(crowd.data(), in->at(2).data<float>(), crowd.size() * 4, stream);
 
     const int64_t total = d.batch * K;
     std::vector<float> max_iou(total);
@@ -518,8 +568,10 @@ MXReturnValue forward_gpu(const Attrs& attrs, std::vector<MXTensor>* in,
     // Without sample nothing is drawn, and the GPU random state is left as it is.
     std::mt19937 rng = p.sample ? gpu_host_rng(res, stream) : std::mt19937(0);
     for (int b = 0; b < d.batch; ++b) {
+      const int64_t crowd_offset = static_cast<int64_t>(b) * d.num_crowd * 4;
       ImageInput img{rois.data() + b * R * 5, R, gt.data() + static_cast<int64_t>(b) * d.num_gt * 5,
-                     d.num_gt, max_iou.data() + b * K, argmax.data() + b * K};
+                     d.num_gt, max_iou.data() + b * K, argmax.data() + b * K,
+                     crowd.empty() ? nullptr : crowd.data() + crowd_offset, d.num_crowd};
       sample_image(p, b, img, S, rng, image_slice(p, outs, b, S));
     }
     for (size_t i = 0; i < num_outputs(p); ++i)

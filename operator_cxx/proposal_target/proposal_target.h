@@ -24,6 +24,8 @@ struct ProposalTargetParam {
   bool add_gt;          // the image's gt rows are candidates after its rois (else rois only)
   bool sample;          // subsample image_rois rows; false: every candidate is a row, in order
   bool output_gt_index; // 5th output: the matched gt row of each fg row, -1 elsewhere
+  bool has_crowd;       // 3rd input crowd_boxes (B, M, 4): ignore regions for background
+  float crowd_thresh;   // with has_crowd: a would-be bg candidate with IoF > it is ignored
 };
 
 // Box of candidate k of an image: its R rois (stride 5, box at +1) come first, then, with
@@ -51,6 +53,24 @@ SD_HD inline void candidate_overlap(const float* box, const float* gts, int num_
   }
   *max_iou = best;
   *argmax = arg;
+}
+
+// A crowd row [x1, y1, x2, y2] is a region when x1 <= x2, y1 <= y2 and it reaches into the
+// image (x2 >= 0, y2 >= 0; input pixels, "+1" convention); any other row (the loader's rows of
+// -1, NaN) is padding.
+SD_HD inline bool crowd_row_valid(const float* c) {
+  return c[2] >= c[0] && c[3] >= c[1] && c[2] >= 0.f && c[3] >= 0.f;
+}
+
+// Whether some valid row of `crowds` (num_crowd rows of 4) covers more than `thresh` of `box`'s
+// own area (box_iof_above).
+SD_HD inline bool in_crowd_region(const float* box, const float* crowds, int num_crowd,
+                                  float thresh) {
+  for (int m = 0; m < num_crowd; ++m) {
+    const float* c = crowds + m * 4;
+    if (crowd_row_valid(c) && box_iof_above(box, c, thresh)) return true;
+  }
+  return false;
 }
 
 // CUDA launcher (proposal_target.cu): for every image b and candidate k < R + G, writes

@@ -148,6 +148,9 @@ class InputConfig(Section):
         long: ... unless the longer side would exceed this.
         flip: random horizontal flip in training (probability 0.5).
         max_num_gt: ground-truth boxes padded/capped per image in a batch.
+        max_num_crowd: crowd (iscrowd) regions padded/capped per image in a batch, for families
+            whose RoI sampler ignores them (``roi_sampler.crowd_iof``); an image with more
+            keeps its largest and the loader counts and warns about the rest.
         loader_workers: data loading processes.
         skip_bad_images: a missing or corrupt image is skipped and counted (its batch slot is
             filled by another image of the batch, flagged invalid) instead of stopping the run
@@ -158,6 +161,7 @@ class InputConfig(Section):
     long: int = field(1333, check=positive)
     flip: bool = True
     max_num_gt: int = field(100, check=positive)
+    max_num_crowd: int = field(16, check=positive)
     loader_workers: int = field(4, check=non_negative)
     skip_bad_images: bool = False
 

@@ -172,6 +172,12 @@ class RoiSamplerConfig(Section):
         bg_iou_hi / bg_iou_lo: proposals with max IoU in [lo, hi) are background.
         add_gt_as_proposals: append the ground-truth boxes to the proposals before sampling
             (SimpleDet's ``proposal_wo_gt = False``).
+        crowd_iof: a proposal that would be background is ignored (neither background nor
+            foreground) when a crowd (iscrowd) region of its image covers more than this
+            fraction of its area (intersection over the proposal's area; Detectron's
+            crowd_thresh 0.7). The regions enter the train graph as ``gt_crowd`` (B,
+            input.max_num_crowd, 4). 0 or None: off, no crowd input (proposals on crowd
+            regions are background, as SimpleDet).
     """
 
     batch_per_image: int = field(512, check=positive)
@@ -180,6 +186,7 @@ class RoiSamplerConfig(Section):
     bg_iou_hi: float = field(0.5, check=fraction)
     bg_iou_lo: float = field(0.0, check=fraction)
     add_gt_as_proposals: bool = True
+    crowd_iof: float | None = field(0.7, check=fraction)
 
     def validate(self):
         if self.bg_iou_lo > self.bg_iou_hi:

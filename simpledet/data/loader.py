@@ -162,8 +162,9 @@ class _Pipeline:
                 memory in the workers); every element is written.
 
         Returns:
-            (batch dict, meta dict with "bad_images" [(file, image id, reason)] and
-            "truncated_gt" int). The batch is None when skip_bad_images skipped every image.
+            (batch dict, meta dict with "bad_images" [(file, image id, reason)],
+            "truncated_gt" int and "target_counts" {counter: int}, the sums of what the
+            assigners returned). The batch is None when skip_bad_images skipped every image.
 
         Raises:
             LoaderError: naming the record's file and image id, for a bad image (unless
@@ -178,7 +179,8 @@ class _Pipeline:
         batch["gt_boxes"].fill(-1)
         batch["image_ids"][:] = [r["image_id"] for r in records]
         batch["valid"][:] = valid
-        meta = {"bad_images": [], "truncated_gt": 0}
+        meta = {"bad_images": [], "truncated_gt": 0, "target_counts": {}}
+        counts = meta["target_counts"]
         good = []
         names = [tuple(a.outputs(*bucket)) for a in self.assigners]
         for slot, record in enumerate(records):
@@ -186,7 +188,9 @@ class _Pipeline:
             try:
                 sample = self._load_image(record, rng, batch["data"][slot])
                 for assigner, keys in zip(self.assigners, names):
-                    assigner.assign(sample, rng, {k: batch[k][slot] for k in keys})
+                    reported = assigner.assign(sample, rng, {k: batch[k][slot] for k in keys})
+                    for counter, count in (reported or {}).items():
+                        counts[counter] = counts.get(counter, 0) + int(count)
             except DatasetError as err:
                 # The reader's messages start with the file name: say it once.
                 reason = str(err).removeprefix(f"{record['file_name']}: ")
@@ -482,6 +486,8 @@ class DetectionLoader:
             them per image, in this order, from the image's random stream; they must pickle
             (worker processes receive them). Ignored in test mode.
         max_gt: gt rows per image; more boxes are truncated (counted in `truncated_gt`).
+            What assigners leave out (e.g. crowd regions beyond their rows) is counted in
+            `target_counts` {counter: total} and warned about once per counter.
         num_workers: worker processes; 0 builds batches in this process.
         prefetch: batches requested ahead of the consumer (at least num_workers).
         shuffle: reshuffle each epoch (training).
@@ -551,6 +557,8 @@ class DetectionLoader:
         self.bad_images = []  # (file name, reason) of each skip (an image once per epoch)
         self._warned_bad = set()
         self.truncated_gt = 0  # gt boxes beyond max_gt, summed over batches
+        # What the assigners left out (e.g. "truncated_crowd"), summed over batches.
+        self.target_counts = collections.Counter()
         self._epoch, self._batch_index = 0, 0
         self._token = 0
         self._pool_holder = [None]
@@ -651,12 +659,26 @@ class DetectionLoader:
 
     def _account(self, meta):
         self.truncated_gt += meta["truncated_gt"]
+        for counter, count in meta["target_counts"].items():
+            if count and not self.target_counts[counter]:  # once per counter
+                logger.warning("loader targets: %d %s in one batch (%s); the total is counted in "
+                               "loader.target_counts[%r]", count, counter,
+                               self._counter_text(counter), counter)
+            self.target_counts[counter] += count
         for file_name, image_id, reason in meta["bad_images"]:
             if file_name not in self._warned_bad:  # once, not every epoch
                 self._warned_bad.add(file_name)
                 logger.warning("skipped unreadable image %s (image_id %d): %s", file_name,
                                image_id, reason)
             self.bad_images.append((file_name, reason))
+
+    def _counter_text(self, counter):
+        """The description an assigner gives of one of its counters."""
+        for assigner in self._pipeline.assigners:
+            text = getattr(assigner, "counters", {}).get(counter)
+            if text:
+                return text
+        return "reported by a target assigner"
 
     def _iter_inline(self, plan, epoch):
         for position in range(self._batch_index, len(plan)):

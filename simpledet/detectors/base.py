@@ -10,7 +10,9 @@ over contexts; shapes and dtypes in ``simpledet.data.layout``):
     the resized image; gt_boxes (B, G, 5) [x1, y1, x2, y2, class] "+1" boxes in input pixels,
     padding rows -1; then the arrays of the family's loader targets,
     :meth:`Detector.target_assigners` (Faster R-CNN: one RpnAnchorAssigner, rpn_label (B, N),
-    rpn_target and rpn_weight (B, 4N) for the N anchors of :meth:`Detector.rpn_levels`).
+    rpn_target and rpn_weight (B, 4N) for the N anchors of :meth:`Detector.rpn_levels`, then,
+    with roi_sampler.crowd_iof, a CrowdRegionAssigner, gt_crowd (B, M, 4) crowd regions padded
+    with -1 rows).
 Train outputs: one ``MakeLoss`` per name of ``loss_names``, each a (1,) value normalized over
     this device's samples (the optimizer averages the devices' gradients).
 Test inputs (``test_data_names``): data, im_info.
@@ -80,7 +82,9 @@ class Detector:
     """Base of every detector family; subclasses build the symbols from their config.
 
     Class attributes:
-        train_data_names / test_data_names: graph inputs, named as the loader's batch keys.
+        train_data_names / test_data_names: graph inputs, named as the loader's batch keys; an
+            instance may extend them when its config adds an input (Faster R-CNN's gt_crowd):
+            read them from the detector, not its class.
         label_names: Module label names (empty: labels enter as data).
         loss_names: the train symbol's MakeLoss names (``{name}_output`` in list_outputs).
         precision_components: the components the detector marks for mixed precision (the

@@ -8,10 +8,13 @@ the components in ``cfg.mixed_precision.components`` compute in low precision, e
 (see simpledet.models.precision); with 'fp32' the graph is left as built.
 
 It implements the contract of simpledet.detectors.base (layouts there and in
-simpledet.data.layout). Train symbol inputs: data, im_info, gt_boxes and the RPN anchor targets
+simpledet.data.layout). Train symbol inputs: data, im_info, gt_boxes, the RPN anchor targets
 rpn_label (B, N), rpn_target, rpn_weight (B, 4N) for the N anchors of ``rpn_levels`` (see
 simpledet.models.rpn.base), which the loader fills with the RpnAnchorAssigner of
-``target_assigners``.
+``target_assigners``, then, with ``roi_sampler.crowd_iof`` (the default), gt_crowd
+(B, input.max_num_crowd, 4): the crowd regions on which the RoI sampler ignores would-be
+background proposals (its CrowdRegionAssigner). The class attribute ``train_data_names`` lists
+the inputs without gt_crowd; an instance's lists those its config's graph takes.
 Train symbol outputs: one MakeLoss per loss, named ``rpn_cls_loss``, ``rpn_reg_loss``,
     ``bbox_cls_loss``, ``bbox_reg_loss``; each forward output is the (1,) loss value. Each loss
     is normalized over this device's samples, so the optimizer should average the devices'
@@ -22,7 +25,7 @@ Test symbol: inputs data, im_info; one output dets (B, max_det, 6) [x1, y1, x2, 
 """
 import mxnet as mx
 
-from simpledet.data.targets import RpnAnchorAssigner, levels_table
+from simpledet.data.targets import CrowdRegionAssigner, RpnAnchorAssigner, levels_table
 from simpledet.detectors.base import Detector
 from simpledet.models import FpnRoiExtractor, RpnHead, build_backbone, build_bbox_head, build_neck
 from simpledet.models.precision import PrecisionPlan
@@ -58,6 +61,16 @@ class FasterRcnn(Detector):
         self.bbox_head = build_bbox_head(cfg.bbox_head, cfg.num_classes, cfg.test,
                                          self.backbone)
         self._levels_cache = {}
+        if self.uses_crowd:  # gt_crowd follows the RPN targets, as in target_assigners
+            names = type(self).train_data_names
+            at = names.index(RpnAnchorAssigner.names[-1]) + 1
+            self.train_data_names = names[:at] + CrowdRegionAssigner.names + names[at:]
+
+    @property
+    def uses_crowd(self):
+        """Whether the RoI sampler ignores would-be background proposals on crowd regions
+        (``roi_sampler.crowd_iof`` neither 0 nor None): the train graph then takes gt_crowd."""
+        return bool(self.cfg.roi_sampler.crowd_iof)
 
     # --- graph pieces -----------------------------------------------------------------------
 
@@ -103,8 +116,9 @@ class FasterRcnn(Detector):
                                              inputs["rpn_target"], inputs["rpn_weight"])
         proposals = self.rpn_head.get_all_proposal(cls_logits, bbox_deltas, inputs["im_info"],
                                                    training=True)
-        sampled = self.rpn_head.get_sampled_proposal(proposals, inputs["gt_boxes"],
-                                                     with_gt_index=with_gt_index)
+        sampled = self.rpn_head.get_sampled_proposal(
+            proposals, inputs["gt_boxes"], with_gt_index=with_gt_index,
+            crowd_boxes=inputs["gt_crowd"] if self.uses_crowd else None)
         rois, label, bbox_target, bbox_weight = sampled[:4]
         roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
         cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
@@ -161,11 +175,14 @@ class FasterRcnn(Detector):
         return list(self._levels_cache[key])
 
     def target_assigners(self, buckets=None):
-        """[RpnAnchorAssigner] of cfg.rpn on the levels of ``rpn_levels`` (a table of the
-        given buckets, which pickles; all buckets through this detector when None)."""
+        """[RpnAnchorAssigner of cfg.rpn on the levels of ``rpn_levels`` (a table of the given
+        buckets, which pickles; all buckets through this detector when None), then, when
+        ``uses_crowd``, the CrowdRegionAssigner of cfg.input (it draws nothing from the image's
+        random stream)]."""
         levels_fn = self.rpn_levels if buckets is None else levels_table(self.rpn_levels,
                                                                           buckets)
-        return [RpnAnchorAssigner.from_config(self.cfg.rpn, levels_fn)]
+        crowd = [CrowdRegionAssigner.from_config(self.cfg.input)] if self.uses_crowd else []
+        return [RpnAnchorAssigner.from_config(self.cfg.rpn, levels_fn)] + crowd
 
     def fixed_param_patterns(self):
         """Anchored regexes of the parameters not to train (frozen backbone stages and, with

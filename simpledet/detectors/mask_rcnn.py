@@ -13,8 +13,9 @@ gets the sigmoid mask of its detected class. Outputs: ``dets`` (B, D, 6) as Fast
 ``masks`` (B, D, M, M) in the frame of each detection's box; ``decode_test_outputs`` pastes them
 into the original image size and RLE-encodes them (simpledet.core.masks).
 
-Inputs: Faster R-CNN's (see simpledet.detectors.faster_rcnn), then ``gt_polys`` (B, G, L)
-float32, the padded polygons of each gt row (simpledet.data.targets.GtPolygonAssigner).
+Inputs: Faster R-CNN's (see simpledet.detectors.faster_rcnn; gt_crowd with
+``roi_sampler.crowd_iof``), then ``gt_polys`` (B, G, L) float32, the padded polygons of each gt
+row (simpledet.data.targets.GtPolygonAssigner).
 Losses: Faster R-CNN's four, then ``mask_loss``.
 """
 import mxnet as mx

@@ -47,9 +47,10 @@ def _check_bool(name, value):
     return value
 
 
-def _check_ndarray_inputs(rois, gt_boxes):
-    for name, arr in (("rois", rois), ("gt_boxes", gt_boxes)):
-        if np.dtype(arr.dtype) != np.float32:
+def _check_ndarray_inputs(rois, gt_boxes, crowd_boxes):
+    arrays = (("rois", rois), ("gt_boxes", gt_boxes), ("crowd_boxes", crowd_boxes))
+    for name, arr in arrays:
+        if arr is not None and np.dtype(arr.dtype) != np.float32:
             raise TypeError(f"{name} must be float32, got {np.dtype(arr.dtype).name}")
     if rois.ndim != 2 or rois.shape[1] != 5:
         raise ValueError(f"rois must be (B*R, 5) [batch_idx, x1, y1, x2, y2], got {rois.shape}")
@@ -64,13 +65,23 @@ def _check_ndarray_inputs(rois, gt_boxes):
         raise ValueError(f"rois has {rois.shape[0]} rows, not a multiple of the batch size "
                          f"{gt_boxes.shape[0]} (gt_boxes.shape[0]): rois must be B blocks of R "
                          f"rows")
+    if crowd_boxes is None:
+        return
+    if crowd_boxes.ndim != 3 or crowd_boxes.shape[2] != 4 or (
+            crowd_boxes.shape[0] != gt_boxes.shape[0]):
+        raise ValueError(f"crowd_boxes must be (B, M, 4) [x1, y1, x2, y2] with B = "
+                         f"{gt_boxes.shape[0]} (gt_boxes.shape[0]), got {crowd_boxes.shape}")
+    if crowd_boxes.shape[1] == 0:
+        raise ValueError(f"crowd_boxes {crowd_boxes.shape} must be non-empty: MXNet 1.x "
+                         f"extension ops cannot take zero-size inputs (pad with rows of -1 for "
+                         f"images without crowd regions)")
 
 
 def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=0.25,
                     fg_thresh=0.5, bg_thresh_hi=0.5, bg_thresh_lo=0.0,
                     bbox_means=(0., 0., 0., 0.), bbox_stds=(0.1, 0.1, 0.2, 0.2),
                     class_agnostic=False, add_gt=True, sample=True, output_gt_index=False,
-                    name=None):
+                    crowd_boxes=None, crowd_thresh=0.7, name=None):
     """Samples the rois the box head trains on and builds their class and box targets.
 
     For each image b the candidates are its R rois followed, when ``add_gt``, by its G gt rows
@@ -79,6 +90,13 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
     it (first on ties) classify it: foreground when max_iou >= fg_thresh, background when it is
     not foreground and bg_thresh_lo <= max_iou < bg_thresh_hi, otherwise ignored; in an image
     without valid gt every candidate is background.
+
+    With ``crowd_boxes`` (the image's crowd, iscrowd, regions: Detectron's crowd rule) a
+    candidate that would be background is ignored instead (never a background row) when some
+    valid crowd region of its image covers more than ``crowd_thresh`` of the candidate's own area
+    (intersection over the candidate's area, "+1" areas, evaluated as
+    inter > crowd_thresh * area as the RPN's crowd rule, simpledet.data.anchor_target.in_crowd);
+    foreground candidates stay foreground. Without it (the default) the op is unchanged.
 
     With ``sample`` (S = image_rois rows per image) padding gt rows are no candidates;
     ``min(round(fg_fraction * image_rois), #fg)`` foreground candidates are sampled without
@@ -115,6 +133,13 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
             ``proposal_wo_gt = False``); False: only its R rois are.
         sample: subsample image_rois rows per image; False: keep every candidate, in order.
         output_gt_index: also return gt_index (for Mask R-CNN's mask targets).
+        crowd_boxes: None, or (B, M, 4) float32 [x1, y1, x2, y2] crowd regions per image in
+            input pixels (simpledet.data.targets.CrowdRegionAssigner's ``gt_crowd``), M >= 1;
+            rows that are no box reaching into the image (x2 < x1, y2 < y1, x2 < 0 or y2 < 0,
+            e.g. rows of -1) are padding. A Symbol or an NDArray like rois; the op's third input
+            (attribute ``has_crowd``).
+        crowd_thresh: in [0, 1]; a would-be background candidate whose IoF with a crowd region
+            is > crowd_thresh is ignored (Detectron: 0.7). Used only with crowd_boxes.
         name: symbol name (Symbol inputs only).
 
     Returns:
@@ -133,7 +158,7 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
           in gt_boxes[b] of its matched gt, whose class is its label; -1 on every other row.
 
     Raises:
-        TypeError: inputs not both Symbols or both NDArrays, non-float32 NDArrays, or
+        TypeError: inputs not all Symbols or all NDArrays, non-float32 NDArrays, or
             arguments of the wrong type.
         ValueError: arguments out of range or NDArray shapes that do not fit.
     """
@@ -152,6 +177,7 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
     add_gt = _check_bool("add_gt", add_gt)
     sample = _check_bool("sample", sample)
     output_gt_index = _check_bool("output_gt_index", output_gt_index)
+    crowd_thresh = _check_fraction("crowd_thresh", crowd_thresh)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {name!r}")
 
@@ -169,11 +195,17 @@ def proposal_target(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=
         "sample": str(sample),
         "output_gt_index": str(output_gt_index),
     }
-    if isinstance(rois, mx.sym.Symbol) and isinstance(gt_boxes, mx.sym.Symbol):
-        out = mx.sym.contrib.ProposalTarget(rois, gt_boxes, name=name, **attrs)
+    inputs = [rois, gt_boxes]
+    if crowd_boxes is not None:
+        attrs.update(has_crowd="True", crowd_thresh=repr(crowd_thresh))
+        inputs.append(crowd_boxes)
+    if all(isinstance(x, mx.sym.Symbol) for x in inputs):
+        out = mx.sym.contrib.ProposalTarget(*inputs, name=name, **attrs)
         return tuple(out[i] for i in range(5 if output_gt_index else 4))
-    if isinstance(rois, mx.nd.NDArray) and isinstance(gt_boxes, mx.nd.NDArray):
-        _check_ndarray_inputs(rois, gt_boxes)
-        return tuple(mx.nd.contrib.ProposalTarget(rois, gt_boxes, **attrs))
-    raise TypeError(f"rois and gt_boxes must both be mx.sym.Symbol or both mx.nd.NDArray, got "
-                    f"{type(rois).__name__} and {type(gt_boxes).__name__}")
+    if all(isinstance(x, mx.nd.NDArray) for x in inputs):
+        _check_ndarray_inputs(rois, gt_boxes, crowd_boxes)
+        return tuple(mx.nd.contrib.ProposalTarget(*inputs, **attrs))
+    names = " and ".join(("rois", "gt_boxes", "crowd_boxes")[:len(inputs)])
+    each = "both" if len(inputs) == 2 else "all"
+    raise TypeError(f"{names} must {each} be mx.sym.Symbol or {each} mx.nd.NDArray, got "
+                    f"{' and '.join(type(x).__name__ for x in inputs)}")

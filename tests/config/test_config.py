@@ -180,6 +180,29 @@ def test_value_rules_and_cross_field_rules():
         load_config(R50_FPN, ["train.iters_at_batch16=70000"])
 
 
+def test_crowd_fields_are_validated_and_none_or_zero_turn_the_crowd_input_off():
+    from simpledet.detectors import FasterRcnn
+
+    cfg = load_config(R50_FPN)
+    assert cfg.roi_sampler.crowd_iof == 0.7 and cfg.input.max_num_crowd == 16
+    with pytest.raises(ConfigError, match=r"'roi_sampler.crowd_iof' must be in \[0, 1\], got 1.5"):
+        load_config(R50_FPN, ["roi_sampler.crowd_iof=1.5"])
+    with pytest.raises(ConfigError, match=r"'roi_sampler.crowd_iof' expects float or None"):
+        load_config(R50_FPN, ["roi_sampler.crowd_iof=high"])
+    with pytest.raises(ConfigError, match="did you mean 'roi_sampler.crowd_iof'"):
+        load_config(R50_FPN, ["roi_sampler.crowd_iou=0.7"])
+    with pytest.raises(ConfigError, match=r"'input.max_num_crowd' must be > 0, got 0"):
+        load_config(R50_FPN, ["input.max_num_crowd=0"])
+    assert load_config(R50_FPN, ["input.max_num_crowd=4"]).input.max_num_crowd == 4
+    for value, on in (("none", False), ("0", False), ("0.0", False), ("1", True), ("0.5", True)):
+        cfg = load_config(R50_FPN, [f"roi_sampler.crowd_iof={value}"])
+        detector = FasterRcnn(cfg)
+        assert detector.uses_crowd is on, value
+        assert ("gt_crowd" in detector.train_data_names) is on
+        assert [type(a).__name__ for a in detector.target_assigners()][1:] == (
+            ["CrowdRegionAssigner"] if on else [])
+
+
 # --- derived values ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("devices, per_device, machines, lr, steps, max_iter", [

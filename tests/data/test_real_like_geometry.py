@@ -324,8 +324,9 @@ def test_object_covering_the_whole_image_gets_positive_anchors(detector, im_info
 def test_assigners_pickle_for_workers(detector):
     import pickle
 
-    (assigner,) = detector.target_assigners(bucket_shapes(detector.cfg))
+    assigner, crowd = detector.target_assigners(bucket_shapes(detector.cfg))
     assert isinstance(assigner.levels_fn, functools.partial)
+    assert pickle.loads(pickle.dumps(crowd)).outputs(480, 320) == crowd.outputs(480, 320)
     copy = pickle.loads(pickle.dumps(assigner))
     assert copy.levels(480, 320) == detector.rpn_levels(480, 320)
     assert copy.outputs(480, 320) == assigner.outputs(480, 320)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from simpledet.config import FasterRcnnConfig, load_config
+from simpledet.core.boxes import box_iou
 from simpledet.data.anchor_target import assign_anchor_targets, feature_levels, num_level_anchors
 from simpledet.data.layout import batch_layout
 from simpledet.data.transforms import bucket_shape
@@ -39,6 +40,8 @@ def loader_batch_shapes(cfg, bucket, batch_size):
     shapes = {name: layout[name][0] for name in FasterRcnn.train_data_names[:3]}
     shapes.update(rpn_label=(batch_size, anchors), rpn_target=(batch_size, 4 * anchors),
                   rpn_weight=(batch_size, 4 * anchors))
+    if cfg.roi_sampler.crowd_iof:  # the crowd regions of the RoI sampler
+        shapes["gt_crowd"] = (batch_size, cfg.input.max_num_crowd, 4)
     return shapes
 
 
@@ -100,10 +103,12 @@ def test_add_gt_as_proposals_false_changes_the_sampled_rows():
     rois = np.array([[0, 5, 0, 14, 9], [0, 20, 20, 30, 30]], np.float32)  # IoU 1/3 and 0
     gt = np.array([[[0, 0, 9, 9, 1], [-1, -1, -1, -1, -1]]], np.float32)
 
-    def sample(model):
-        outs = model.rpn_head.get_sampled_proposal(mx.sym.var("rois"), mx.sym.var("gt_boxes"))
+    def sample(model):  # an image without crowd regions
+        outs = model.rpn_head.get_sampled_proposal(mx.sym.var("rois"), mx.sym.var("gt_boxes"),
+                                                   crowd_boxes=mx.sym.var("gt_crowd"))
         exe = mx.sym.Group(list(outs)).bind(mx.cpu(), {"rois": mx.nd.array(rois),
-                                                       "gt_boxes": mx.nd.array(gt)})
+                                                       "gt_boxes": mx.nd.array(gt),
+                                                       "gt_crowd": -mx.nd.ones((1, 2, 4))})
         return [o.asnumpy() for o in exe.forward()]
 
     mx.random.seed(0)
@@ -131,8 +136,9 @@ def test_normalizers_build_the_c4_detector(normalizer):
 SIZE = 128
 
 
-def tiny_cfg(neck="fpn", normalizer="bn", num_devices=1):
+def tiny_cfg(neck="fpn", normalizer="bn", num_devices=1, crowd_iof=0.7):
     cfg = FasterRcnnConfig()
+    cfg.roi_sampler.crowd_iof = crowd_iof
     cfg.pretrain = None
     cfg.neck.type = neck
     cfg.bbox_head.type = "2mlp" if neck == "fpn" else "c5"
@@ -159,7 +165,9 @@ def tiny_cfg(neck="fpn", normalizer="bn", num_devices=1):
 
 
 def tiny_batch(cfg, model):
-    """Two 128x128 images: two boxes in the first, none in the second (gt rows all -1)."""
+    """Two 128x128 images: two boxes in the first, none in the second (gt rows all -1); with
+    roi_sampler.crowd_iof, a crowd region in the lower left of the first (CROWD_REGION) and
+    none in the second (rows of -1)."""
     rng = np.random.default_rng(0)
     gt = np.full((2, cfg.input.max_num_gt, 5), -1, np.float32)
     gt[0, :2] = [[10, 10, 60, 70, 1], [50, 40, 120, 100, 2]]
@@ -172,7 +180,19 @@ def tiny_batch(cfg, model):
             "im_info": im_info, "gt_boxes": gt,
             "rpn_label": np.stack([t["labels"] for t in targets]).astype(np.float32),
             "rpn_target": np.stack([t["targets"] for t in targets]),
-            "rpn_weight": np.stack([t["weights"] for t in targets])}
+            "rpn_weight": np.stack([t["weights"] for t in targets]),
+            **({"gt_crowd": crowd_rows(cfg, [CROWD_REGION], [])} if model.uses_crowd else {})}
+
+
+CROWD_REGION = [0, 80, 63, 127]  # image 0's lower left, touching its second box
+
+
+def crowd_rows(cfg, *images):
+    """gt_crowd (B, max_num_crowd, 4): each image's regions, then rows of -1."""
+    rows = np.full((len(images), cfg.input.max_num_crowd, 4), -1, np.float32)
+    for b, regions in enumerate(images):
+        rows[b, :len(regions)] = np.reshape(regions, (-1, 4))
+    return rows
 
 
 def train_step(cfg, contexts):
@@ -216,6 +236,61 @@ def test_tiny_model_trains_one_step_with_finite_losses(neck, normalizer):
     for name in ("rpn_cls_logit_weight", "rpn_bbox_delta_weight", "bbox_cls_logit_weight",
                  "stage2_unit1_conv1_weight"):
         assert name in nonzero
+
+
+def crowd_iof_above(boxes, region, thresh):
+    """(N,) bool: the region covers more than thresh of each box's own area ("+1" pixels)."""
+    iw = np.minimum(boxes[:, 2], region[2]) - np.maximum(boxes[:, 0], region[0]) + 1
+    ih = np.minimum(boxes[:, 3], region[3]) - np.maximum(boxes[:, 1], region[1]) + 1
+    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    return np.clip(iw, 0, None) * np.clip(ih, 0, None) > thresh * area
+
+
+@pytest.mark.parametrize("crowd_iof", [0.7, None])
+def test_crowd_regions_are_a_graph_input_that_ignores_background_rois(crowd_iof):
+    # roi_sampler.crowd_iof (default 0.7): the train graph takes gt_crowd (after the RPN
+    # targets), infers shapes, trains a step, and image 0's background rows stay off its crowd
+    # region; None: no gt_crowd input, and background rows are sampled inside the region.
+    cfg = tiny_cfg(crowd_iof=crowd_iof)
+    model = FasterRcnn(cfg)
+    symbol = model.get_train_symbol()
+    assert model.uses_crowd is bool(crowd_iof)
+    assert ("gt_crowd" in symbol.list_arguments()) is bool(crowd_iof)
+    expected = FasterRcnn.train_data_names + (("gt_crowd",) if crowd_iof else ())
+    assert model.train_data_names == expected
+    shapes = model.train_data_shapes(2, SIZE, SIZE)
+    if crowd_iof:
+        assert shapes["gt_crowd"] == (2, cfg.input.max_num_crowd, 4)
+    _, out_shapes, _ = symbol.infer_shape(**shapes)
+    assert out_shapes == [(1,)] * 4
+    internals = symbol.get_internals()
+    group = mx.sym.Group([symbol] + [internals[f"rpn_{n}_output"] for n in (
+        "proposal_blockgrad", "sampled_rois", "sampled_label")])
+    batch = tiny_batch(cfg, model)
+    assert set(batch) == set(model.train_data_names)
+    names = list(model.train_data_names)
+    mx.random.seed(0)
+    module = mx.mod.Module(group, data_names=names, label_names=None, context=mx.cpu())
+    module.bind(data_shapes=[(k, batch[k].shape) for k in names])
+    module.init_params(model.initializer())
+    module.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.01})
+    module.forward_backward(mx.io.DataBatch([mx.nd.array(batch[k]) for k in names]))
+    module.update()
+    outputs = [o.asnumpy() for o in module.get_outputs()]
+    for loss in outputs[:4]:
+        assert loss.shape == (1,) and np.isfinite(loss).all()
+    proposals, rois, labels = outputs[4:]
+    per_image = cfg.roi_sampler.batch_per_image
+    rows, image_labels = rois[:per_image, 1:], labels[:per_image]
+    gts = batch["gt_boxes"][0, :2, :4]
+    # Image 0's proposals that would be background in the region: the rule has work to do.
+    image_proposals = proposals.reshape(2, -1, 5)[0, :, 1:]
+    would_be_bg = box_iou(image_proposals, gts).max(axis=1) < cfg.roi_sampler.bg_iou_hi
+    assert (would_be_bg & crowd_iof_above(image_proposals, CROWD_REGION, 0.7)).sum() >= 10
+    bg_in_region = crowd_iof_above(rows[image_labels == 0], CROWD_REGION, 0.7)
+    assert (image_labels == 0).sum() > 0
+    assert not bg_in_region.any() if crowd_iof else bg_in_region.any()
+    assert (image_labels > 0).any()  # fg rows as usual
 
 
 @pytest.mark.parametrize("normalizer", ["bn", "syncbn"])

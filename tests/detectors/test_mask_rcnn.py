@@ -74,6 +74,7 @@ def real_like_batch(cfg, model, rng):
                       "rpn_label": np.stack([t["labels"] for t in targets]),
                       "rpn_target": np.stack([t["targets"] for t in targets]),
                       "rpn_weight": np.stack([t["weights"] for t in targets]),
+                      "gt_crowd": np.full((2, cfg.input.max_num_crowd, 4), -1, np.float32),
                       "gt_polys": gt_polys}
 
 

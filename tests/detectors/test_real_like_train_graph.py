@@ -65,7 +65,8 @@ def real_like_batch(cfg, model, rng):
     return {"data": data, "im_info": IM_INFO, "gt_boxes": gt_boxes,
             "rpn_label": np.stack([t["labels"] for t in targets]),
             "rpn_target": np.stack([t["targets"] for t in targets]),
-            "rpn_weight": np.stack([t["weights"] for t in targets])}
+            "rpn_weight": np.stack([t["weights"] for t in targets]),
+            "gt_crowd": np.full((2, cfg.input.max_num_crowd, 4), -1, np.float32)}  # none
 
 
 @pytest.fixture(scope="module")

@@ -190,13 +190,15 @@ def test_rpn_loss_is_zero_when_everything_is_ignored():
     assert cls_loss[0] == 0 and reg_loss[0] == 0
 
 
-def sampler_head(add_gt):
-    """An RpnHead sampling 4 RoIs per image, half of them at most foreground, classes 1..2."""
+def sampler_head(add_gt, crowd_iof=None):
+    """An RpnHead sampling 4 RoIs per image, half of them at most foreground, classes 1..2;
+    crowd regions only with crowd_iof."""
     cfg = FasterRcnnConfig()
     cfg.dataset.class_names = ("a", "b")
     cfg.roi_sampler.batch_per_image = 4
     cfg.roi_sampler.fg_fraction = 0.5
     cfg.roi_sampler.add_gt_as_proposals = add_gt
+    cfg.roi_sampler.crowd_iof = crowd_iof
     cfg.freeze()
     return RpnHead(cfg.rpn, ("p2",), (4,), sampler_cfg=cfg.roi_sampler,
                    num_classes=cfg.num_classes, box_cfg=cfg.bbox_head)
@@ -235,6 +237,32 @@ def test_rpn_sampled_proposal_gt_index_and_add_gt(add_gt):
         np.testing.assert_array_equal(g, w)
     with pytest.raises(TypeError, match="with_gt_index"):
         head.get_sampled_proposal(rois, gt_boxes, with_gt_index=1)
+
+
+def test_rpn_sampled_proposal_ignores_background_on_crowd_regions():
+    # roi1 [10, 0, 29, 9] lies inside the crowd region [5, 0, 40, 20] (IoF 1): with crowd_iof
+    # it is no background row; roi0 (fg) overlaps the region too and stays fg. No bg is left,
+    # so the rows after the 2 fg are ignored (-1) with zero weights.
+    rois, gt_boxes, crowd = mx.sym.var("rois"), mx.sym.var("gt_boxes"), mx.sym.var("gt_crowd")
+    inputs = dict(SAMPLER_INPUTS, gt_crowd=np.array([[[-1] * 4, [5, 0, 40, 20]]], np.float32))
+    outs = sampler_head(True, crowd_iof=0.7).get_sampled_proposal(rois, gt_boxes,
+                                                                   crowd_boxes=crowd)
+    group = mx.sym.Group(list(outs))
+    assert group.list_arguments() == ["rois", "gt_boxes", "gt_crowd"]
+    (s_rois, labels, _, weights), _ = run(group, inputs)
+    np.testing.assert_array_equal(labels, [2, 2, -1, -1])
+    np.testing.assert_array_equal(s_rois[:2, 1:], [[0, 0, 11, 9], [0, 0, 9, 9]])
+    assert weights[2:].sum() == 0
+    # crowd_iof 1.0: nothing covers more than all of roi1, which is bg again (as without crowd).
+    outs = sampler_head(True, crowd_iof=1.0).get_sampled_proposal(rois, gt_boxes,
+                                                                   crowd_boxes=crowd)
+    (_, labels, _, _), _ = run(mx.sym.Group(list(outs)), inputs)
+    np.testing.assert_array_equal(labels, [2, 2, 0, 0])
+    with pytest.raises(ValueError, match="pass crowd_boxes"):
+        sampler_head(True, crowd_iof=0.7).get_sampled_proposal(rois, gt_boxes)
+    with pytest.raises(ValueError, match="would not read them"):
+        sampler_head(True, crowd_iof=0.0).get_sampled_proposal(rois, gt_boxes,
+                                                               crowd_boxes=crowd)
 
 
 # --- box heads and losses ------------------------------------------------------------------

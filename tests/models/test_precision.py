@@ -16,7 +16,8 @@ from simpledet.models.precision import PrecisionPlan, op_names, output_dtypes
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64
-FLOAT_INPUTS = {name: "float32" for name in FasterRcnn.train_data_names}
+# The default config's inputs: the class's names plus gt_crowd (roi_sampler.crowd_iof).
+FLOAT_INPUTS = {name: "float32" for name in FasterRcnn.train_data_names + ("gt_crowd",)}
 
 # Node outputs that must stay float32 whatever runs in low precision.
 FP32_NODES = ("rpn_cls_prob_p2_output", "rpn_proposal_output0", "rpn_sampled_rois_output",
@@ -161,7 +162,8 @@ def tiny_batch(cfg, model):
             "im_info": im_info, "gt_boxes": gt,
             "rpn_label": np.stack([t["labels"] for t in targets]).astype(np.float32),
             "rpn_target": np.stack([t["targets"] for t in targets]),
-            "rpn_weight": np.stack([t["weights"] for t in targets])}
+            "rpn_weight": np.stack([t["weights"] for t in targets]),
+            "gt_crowd": np.full((2, cfg.input.max_num_crowd, 4), -1, np.float32)}
 
 
 def test_bf16_trains_on_cpu_with_finite_losses_and_fp32_weights():

@@ -9,21 +9,43 @@ from simpledet.ops.proposal_target import proposal_target
 STDS = (0.1, 0.1, 0.2, 0.2)
 
 
-def run(rois, gt_boxes, **kwargs):
+def run(rois, gt_boxes, crowd_boxes=None, **kwargs):
     """The op on NumPy inputs; returns NumPy (rois, labels, bbox_targets, bbox_weights), plus
-    gt_index with output_gt_index=True."""
+    gt_index with output_gt_index=True. crowd_boxes (B, M, 4) is the optional third input."""
+    if crowd_boxes is not None:
+        kwargs["crowd_boxes"] = mx.nd.array(crowd_boxes, dtype="float32")
     out = proposal_target(mx.nd.array(rois, dtype="float32"),
                           mx.nd.array(gt_boxes, dtype="float32"), **kwargs)
     return tuple(o.asnumpy() for o in out)
 
 
-def reference(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=0.25, fg_thresh=0.5,
-              bg_thresh_hi=0.5, bg_thresh_lo=0.0, bbox_means=(0., 0., 0., 0.),
-              bbox_stds=STDS, class_agnostic=False, add_gt=True, sample=True,
-              output_gt_index=False):
+def crowd_iof_above(boxes, crowd, thresh):
+    """(N,) bool: some valid row of crowd (M, 4) covers more than thresh of the box's own area
+    ("+1" areas, float32, inter > thresh * area); padding rows: x2 < x1, y2 < y1, x2 < 0 or
+    y2 < 0."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    crowd = np.asarray(crowd, np.float32).reshape(-1, 4)
+    one = np.float32(1)
+    area = (boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one)
+    inside = np.zeros(len(boxes), bool)
+    for c in crowd:
+        if not (c[2] >= c[0] and c[3] >= c[1] and c[2] >= 0 and c[3] >= 0):
+            continue  # padding
+        iw = np.minimum(boxes[:, 2], c[2]) - np.maximum(boxes[:, 0], c[0]) + one
+        ih = np.minimum(boxes[:, 3], c[3]) - np.maximum(boxes[:, 1], c[1]) + one
+        inter = np.where((iw > 0) & (ih > 0), iw * ih, np.float32(0))
+        inside |= inter > np.float32(thresh) * area
+    return inside
+
+
+def reference(rois, gt_boxes, crowd_boxes=None, *, num_classes, image_rois=512,
+              fg_fraction=0.25, fg_thresh=0.5, bg_thresh_hi=0.5, bg_thresh_lo=0.0,
+              bbox_means=(0., 0., 0., 0.), bbox_stds=STDS, class_agnostic=False, add_gt=True,
+              sample=True, output_gt_index=False, crowd_thresh=0.7):
     """NumPy proposal target; returns what ``run`` returns. With sample, only for configurations
     that need no random draw: every fg candidate fits the quota and the bg candidates exactly
-    fill the rest (or there are none, or one)."""
+    fill the rest (or there are none, or one). With crowd_boxes (B, M, 4) a would-be bg
+    candidate with IoF > crowd_thresh with a valid crowd row of its image is ignored."""
     rois = np.asarray(rois, np.float32)
     gt_boxes = np.asarray(gt_boxes, np.float32)
     batch = gt_boxes.shape[0]
@@ -46,6 +68,8 @@ def reference(rois, gt_boxes, *, num_classes, image_rois=512, fg_fraction=0.25, 
         else:
             arg = np.zeros(len(cand), np.int64)
             is_fg, is_bg = np.zeros(len(cand), bool), ~padding
+        if crowd_boxes is not None:
+            is_bg &= ~crowd_iof_above(cand, crowd_boxes[b], crowd_thresh)
         fg, bg = np.flatnonzero(is_fg), np.flatnonzero(is_bg)
         if sample:
             num_fg = min(int(np.round(fg_fraction * image_rois)), len(fg))
@@ -652,13 +676,16 @@ def test_output_shapes_for_each_option(add_gt, sample, output_gt_index, rows):
     assert [g.shape for g in got] == out_shapes
 
 
-@pytest.mark.parametrize("output_gt_index", [False, True])
-def test_module_forward_backward(output_gt_index):
+@pytest.mark.parametrize("output_gt_index, with_crowd", [(False, False), (True, False),
+                                                         (True, True)])
+def test_module_forward_backward(output_gt_index, with_crowd):
     # Module slices data on axis 0, so rois enter as (B, R, 5) and are flattened in the graph.
     rois = mx.sym.reshape(mx.sym.Variable("rois"), shape=(-1, 5))
     gt = mx.sym.Variable("gt_boxes")
+    crowd = mx.sym.Variable("crowd_boxes") if with_crowd else None
     outs = proposal_target(rois, gt, num_classes=3, image_rois=16,
-                           output_gt_index=output_gt_index, name="proposal_target")
+                           output_gt_index=output_gt_index, crowd_boxes=crowd,
+                           name="proposal_target")
     s_rois, labels, targets, weights = outs[:4]
     feat = mx.sym.FullyConnected(s_rois / 100.0, num_hidden=8, name="fc")
     cls = mx.sym.FullyConnected(feat, num_hidden=3, name="cls")
@@ -668,19 +695,26 @@ def test_module_forward_backward(output_gt_index):
     reg_loss = mx.sym.MakeLoss(mx.sym.sum(weights * mx.sym.smooth_l1(reg - targets, scalar=1.0))
                                / 32.0, name="reg_loss")
     extra = [mx.sym.BlockGrad(outs[4])] if output_gt_index else []
+    extra += [mx.sym.BlockGrad(s_rois)] if with_crowd else []
     net = mx.sym.Group([cls_loss, reg_loss, mx.sym.BlockGrad(labels)] + extra)
-    mod = mx.mod.Module(net, data_names=["rois", "gt_boxes"], label_names=None,
-                        context=mx.cpu())
-    mod.bind(data_shapes=[("rois", (2, 50, 5)), ("gt_boxes", (2, 3, 5))], for_training=True,
-             inputs_need_grad=True)
+    names = ["rois", "gt_boxes"] + (["crowd_boxes"] if with_crowd else [])
+    shapes = [(2, 50, 5), (2, 3, 5), (2, 2, 4)][:len(names)]
+    mod = mx.mod.Module(net, data_names=names, label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=list(zip(names, shapes)), for_training=True, inputs_need_grad=True)
     mod.init_params(mx.init.Xavier())
     rng = np.random.default_rng(6)
     rois_np, gt_np = random_inputs(rng, 2, 50, 3, 3, [2, 1])
-    batch = mx.io.DataBatch([mx.nd.array(rois_np.reshape(2, 50, 5)), mx.nd.array(gt_np)])
+    crowd_np = np.array([[[0, 0, 40, 40], [-1, -1, -1, -1]], [[-1] * 4, [-1] * 4]], np.float32)
+    arrays = [rois_np.reshape(2, 50, 5), gt_np, crowd_np][:len(names)]
+    batch = mx.io.DataBatch([mx.nd.array(a) for a in arrays])
     mod.forward(batch, is_train=True)
     mod.backward()
     out_labels = mod.get_outputs()[2].asnumpy()
     assert out_labels.shape == (32,) and (out_labels > 0).any()
+    if with_crowd:  # image 0's bg rows avoid its crowd region; image 1 has none
+        s_rois_np = mod.get_outputs()[-1].asnumpy()
+        bg0 = s_rois_np[:16][out_labels[:16] == 0, 1:]
+        assert len(bg0) and not crowd_iof_above(bg0, crowd_np[0], 0.7).any()
     if output_gt_index:
         gt_index = mod.get_outputs()[3].asnumpy()
         fg = out_labels > 0
@@ -696,6 +730,266 @@ def test_module_forward_backward(output_gt_index):
         assert np.abs(g).sum() > 0, f"{name} got no gradient"
     for g in mod.get_input_grads():
         assert (g.asnumpy() == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# crowd_boxes: a would-be background candidate covered more than crowd_thresh by a crowd region
+# of its image is ignored (Detectron's crowd_thresh); foreground stays foreground.
+# Hand case: the gt [0, 0, 9, 9] (class 2) lies inside the crowd region [0, 0, 39, 19].
+# r0 [0, 0, 11, 9]: IoU 0.833 -> fg, IoF 1. r1 [25, 2, 34, 11]: IoU 0 -> bg, IoF 1.
+# r2 [30, 10, 49, 19]: bg, its lower half (x 30..39, 100 of 200 pixels) in the region: IoF 0.5.
+# r3 [60, 60, 69, 69]: bg, IoF 0. r4 [-1, -1, -1, -1]: a 1-pixel bg box that only the padding
+# row [-1, -1, -1, -1] would cover (IoF 1 if that row counted as a region).
+CROWD_ROIS = np.array([[0, 0, 0, 11, 9], [0, 25, 2, 34, 11], [0, 30, 10, 49, 19],
+                       [0, 60, 60, 69, 69], [0, -1, -1, -1, -1]], np.float32)
+CROWD = np.array([[[-1, -1, -1, -1], [0, 0, 39, 19], [50, 50, 40, 40]]], np.float32)
+
+
+def test_crowd_iof_of_the_hand_case():
+    np.testing.assert_array_equal(crowd_iof_above(CROWD_ROIS[:, 1:], CROWD[0], 0.49),
+                                  [True, True, True, False, False])
+    np.testing.assert_array_equal(crowd_iof_above(CROWD_ROIS[:, 1:], CROWD[0], 0.5),
+                                  [True, True, False, False, False])
+    np.testing.assert_array_equal(crowd_iof_above(CROWD_ROIS[:, 1:], CROWD[0, 1:2], 0.99),
+                                  [True, True, False, False, False])
+
+
+@pytest.mark.parametrize("crowd_thresh, labels", [
+    (0.7, [2, -1, 0, 0, 0, 2]),  # r1 ignored; r2 (IoF 0.5) stays bg
+    (0.5, [2, -1, 0, 0, 0, 2]),  # IoF exactly 0.5 is not more than 0.5
+    (0.4, [2, -1, -1, 0, 0, 2]),  # r2 ignored too
+    (1.0, [2, 0, 0, 0, 0, 2]),  # nothing covers more than all of a box
+    (0.0, [2, -1, -1, 0, 0, 2])])  # any overlap
+def test_crowd_hand_computed_unsampled(crowd_thresh, labels):
+    kw = dict(num_classes=3, sample=False, output_gt_index=True)
+    plain = run(CROWD_ROIS, HAND_GT, **kw)
+    np.testing.assert_array_equal(plain[1], [2, 0, 0, 0, 0, 2])
+    got = run(CROWD_ROIS, HAND_GT, CROWD, crowd_thresh=crowd_thresh, **kw)
+    np.testing.assert_array_equal(got[1], labels)
+    assert_matches_reference(got, reference(CROWD_ROIS, HAND_GT, CROWD,
+                                            crowd_thresh=crowd_thresh, **kw))
+    # Only labels of would-be bg candidates change; the fg rows (r0 inside the region, the gt)
+    # keep their targets and gt rows: everything but the labels is as without crowd.
+    for i in (0, 2, 3, 4):
+        np.testing.assert_array_equal(got[i], plain[i])
+    np.testing.assert_allclose(got[2][0, 8:12], HAND_T0, rtol=1e-6, atol=1e-7)
+
+
+def test_crowd_hand_computed_sampled():
+    # quota round(0.4 * 5) = 2 fg (r0 and the gt), then exactly the 3 bg candidates r2, r3, r4:
+    # r1 (in the region) is no row; the same draw-free rows as the reference.
+    kw = dict(num_classes=3, image_rois=5, fg_fraction=0.4, output_gt_index=True)
+    got = run(CROWD_ROIS, HAND_GT, CROWD, **kw)
+    np.testing.assert_array_equal(got[0], [[0, 0, 0, 11, 9], [0, 0, 0, 9, 9],
+                                           [0, 30, 10, 49, 19], [0, 60, 60, 69, 69],
+                                           [0, -1, -1, -1, -1]])
+    np.testing.assert_array_equal(got[1], [2, 2, 0, 0, 0])
+    np.testing.assert_array_equal(got[4], [0, 0, -1, -1, -1])
+    np.testing.assert_allclose(got[2][0, 8:12], HAND_T0, rtol=1e-6, atol=1e-7)
+    assert_matches_reference(got, reference(CROWD_ROIS, HAND_GT, CROWD, **kw))
+    # With repeats (40 rows from 3 bg candidates) r1 never appears, whatever the draw; with the
+    # threshold above r1's IoF (1.0) it is a bg row again.
+    r1 = CROWD_ROIS[1, 1:]
+    for seed in range(5):
+        mx.random.seed(seed)
+        rows = run(CROWD_ROIS, HAND_GT, CROWD, num_classes=3, image_rois=40)[0][:, 1:]
+        assert not np.all(rows == r1, axis=1).any()
+    mx.random.seed(0)
+    out = run(CROWD_ROIS, HAND_GT, CROWD, num_classes=3, image_rois=40, crowd_thresh=1.0)
+    assert np.all(out[0][:, 1:] == r1, axis=1).any()
+    assert (out[1][np.all(out[0][:, 1:] == r1, axis=1)] == 0).all()
+
+
+def test_crowd_everything_in_a_region_gives_ignored_fill_rows():
+    # A region over the whole image: no bg candidate is left, the rows after the fg are -1.
+    crowd = np.array([[[0, 0, 99, 99]]], np.float32)
+    got = run(CROWD_ROIS[:4], HAND_GT, crowd, num_classes=3, image_rois=5, fg_fraction=1.0)
+    np.testing.assert_array_equal(got[1], [2, 2, -1, -1, -1])
+    np.testing.assert_array_equal(got[0][2:], np.tile(CROWD_ROIS[:1], (3, 1)))
+    assert got[3][2:].sum() == 0
+
+
+def test_crowd_image_without_gt():
+    # Without gt every candidate would be bg: those in the region are ignored instead.
+    no_gt = np.array([[[0, 0, 0, 0, -1]]], np.float32)
+    got = run(CROWD_ROIS, no_gt, CROWD, num_classes=3, sample=False)
+    np.testing.assert_array_equal(got[1], [-1, -1, 0, 0, 0, -1])  # last: the padding gt row
+    assert_matches_reference(got, reference(CROWD_ROIS, no_gt, CROWD, num_classes=3,
+                                            sample=False))
+
+
+def random_crowd(rng, batch, rows, counts, side=(20, 50), size=100.0):
+    """(batch, rows, 4) crowd regions with sides in ``side`` pixels, counts[b] real rows per
+    image at random positions, the other rows padding (-1 rows, and rows with x2 < x1)."""
+    crowd = -np.ones((batch, rows, 4), np.float32)
+    for b in range(batch):
+        pad = rng.random(rows) < 0.5
+        crowd[b, pad] = [60, 5, 20, 30]  # x2 < x1: padding too
+        at = rng.choice(rows, counts[b], replace=False)
+        x1, y1 = rng.uniform(0, size * 0.6, (2, counts[b]))
+        w, h = rng.uniform(*side, (2, counts[b]))
+        crowd[b, at] = np.round(np.stack([x1, y1, x1 + w, y1 + h], axis=1), 2)
+    return crowd
+
+
+@pytest.mark.parametrize("crowd_thresh", [0.7, 0.3])
+@pytest.mark.parametrize("add_gt", [True, False])
+def test_crowd_reference_batch2_unsampled(crowd_thresh, add_gt):
+    # 3 images (the second without gt), 2 and 1 and 0 crowd regions among 4 rows; every
+    # candidate is a row, so the whole output is exact.
+    rng = np.random.default_rng(20)
+    rois, gt = random_inputs(rng, 3, 80, 5, 4, [3, 0, 2])
+    crowd = random_crowd(rng, 3, 4, [2, 1, 0])
+    kw = dict(num_classes=4, fg_thresh=0.6, bg_thresh_hi=0.5, bg_thresh_lo=0.05,
+              add_gt=add_gt, sample=False, output_gt_index=True, crowd_thresh=crowd_thresh)
+    got = run(rois, gt, crowd, **kw)
+    assert_matches_reference(got, reference(rois, gt, crowd, **kw))
+    plain = run(rois, gt, **{k: v for k, v in kw.items() if k != "crowd_thresh"})
+    changed = got[1] != plain[1]
+    assert changed.sum() >= 5, "inputs should put bg candidates in the crowd regions"
+    assert (plain[1][changed] == 0).all() and (got[1][changed] == -1).all()
+    S = len(got[1]) // 3
+    assert not changed[2 * S:].any()  # the image without crowd regions
+    for i in (0, 2, 3, 4):
+        np.testing.assert_array_equal(got[i], plain[i])
+
+
+def test_crowd_reference_batch2_sampled():
+    # Image 1 is image 0 with its crowd rows shuffled among more padding: with every fg
+    # candidate and exactly the bg candidates as rows (image_rois = #fg + #bg) nothing is drawn
+    # and both images give the reference's rows.
+    rng = np.random.default_rng(21)
+    rois, gt = random_inputs(rng, 1, 60, 4, 3, [3])
+    crowd0 = random_crowd(rng, 1, 3, [2])[0]
+    real = crowd0[(crowd0[:, 2] >= crowd0[:, 0]) & (crowd0[:, 2] >= 0)]
+    assert len(real) == 2
+    crowd1 = -np.ones((3, 4), np.float32)
+    crowd1[[2, 0]] = real
+    crowd = np.stack([crowd0, crowd1])
+    rois2 = np.concatenate([rois, rois])
+    rois2[60:, 0] = 1
+    gt2 = np.concatenate([gt, gt])
+    cand, gts = candidates(rois, gt, 0)
+    max_iou = box_iou(cand, gts[:, :4]).max(axis=1)
+    bg = (max_iou < 0.5) & ~crowd_iof_above(cand, real, 0.7)
+    n_fg, n_bg = int((max_iou >= 0.5).sum()), int(bg.sum())
+    assert n_fg >= 5 and ((max_iou < 0.5) & ~bg).sum() >= 3
+    kw = dict(num_classes=3, image_rois=n_fg + n_bg, fg_fraction=1.0, output_gt_index=True)
+    got = run(rois2, gt2, crowd, **kw)
+    assert_matches_reference(got, reference(rois2, gt2, crowd, **kw))
+    S = n_fg + n_bg
+    np.testing.assert_array_equal(got[0][S:, 1:], got[0][:S, 1:])
+    for i in range(1, 5):
+        np.testing.assert_array_equal(got[i][S:], got[i][:S])
+
+
+def test_crowd_padding_rows_and_zero_crowd_change_nothing():
+    rng = np.random.default_rng(22)
+    rois, gt = random_inputs(rng, 2, 300, 6, SUB_KW["num_classes"], [4, 2])
+    kw = dict(SUB_KW, output_gt_index=True)
+    mx.random.seed(9)
+    plain = run(rois, gt, **kw)
+    # Only padding rows (-1, x2 < x1, a box left of the image): the op without crowd_boxes,
+    # subsampling draws included.
+    padding = np.array([[-1, -1, -1, -1], [60, 5, 20, 30], [-30, 10, -5, 90]], np.float32)
+    mx.random.seed(9)
+    got = run(rois, gt, np.stack([padding, padding]), **kw)
+    for g, w in zip(got, plain):
+        np.testing.assert_array_equal(g, w)
+    # Padding rows around real ones change nothing either: same as the real rows alone.
+    real = np.array([[[10, 10, 60, 50]], [[40, 0, 99, 40]]], np.float32)
+    mixed = np.concatenate([np.stack([padding, padding]), real], axis=1)[:, [1, 3, 0, 2]]
+    mx.random.seed(9)
+    want = run(rois, gt, real, **kw)
+    mx.random.seed(9)
+    got = run(rois, gt, mixed, **kw)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(want[0], plain[0])
+
+
+def test_crowd_subsampling_properties():
+    # Subsampled with crowd regions: the fg block is the one drawn without them (fg is drawn
+    # first, from the same candidates), no bg row lies in a region, bg rows fill the rest.
+    rng = np.random.default_rng(23)
+    rois, gt = random_inputs(rng, 2, 300, 6, SUB_KW["num_classes"], [4, 2])
+    crowd = random_crowd(rng, 2, 5, [3, 2], side=(40, 70))
+    kw = dict(SUB_KW, output_gt_index=True)
+    S = kw["image_rois"]
+    for seed in (1, 2):
+        mx.random.seed(seed)
+        plain = run(rois, gt, **kw)
+        mx.random.seed(seed)
+        got = run(rois, gt, crowd, **kw)
+        for b in range(2):
+            sl = slice(b * S, (b + 1) * S)
+            fg = got[1][sl] > 0
+            np.testing.assert_array_equal(fg, plain[1][sl] > 0)
+            for i in range(5):
+                np.testing.assert_array_equal(got[i][sl][fg], plain[i][sl][fg])
+            bg_rows = got[0][sl][got[1][sl] == 0, 1:]
+            assert len(bg_rows) == S - fg.sum()
+            assert not crowd_iof_above(bg_rows, crowd[b], 0.7).any()
+            cand, gts = candidates(rois, gt, b)
+            max_iou = box_iou(cand, gts[:, :4]).max(axis=1)
+            would_be_bg = (max_iou >= 0.05) & (max_iou < 0.5)
+            assert (would_be_bg & crowd_iof_above(cand, crowd[b], 0.7)).sum() >= 10
+            plain_bg = plain[0][sl][plain[1][sl] == 0, 1:]
+            assert crowd_iof_above(plain_bg, crowd[b], 0.7).any()
+
+
+def test_crowd_output_shapes_and_types():
+    rois = mx.sym.Variable("rois")
+    gt = mx.sym.Variable("gt_boxes")
+    crowd = mx.sym.Variable("crowd_boxes")
+    outs = proposal_target(rois, gt, num_classes=7, image_rois=16, crowd_boxes=crowd,
+                           output_gt_index=True, name="pt")
+    group = mx.sym.Group(list(outs))
+    assert group.list_arguments() == ["rois", "gt_boxes", "crowd_boxes"]
+    _, out_shapes, _ = group.infer_shape(rois=(300, 5), gt_boxes=(3, 9, 5),
+                                         crowd_boxes=(3, 16, 4))
+    assert out_shapes == [(48, 5), (48,), (48, 28), (48, 28), (48,)]
+    _, out_types, _ = group.infer_type(rois="float32", gt_boxes="float32",
+                                       crowd_boxes="float32")
+    assert all(t == np.float32 for t in out_types)
+    raw = mx.sym.contrib.ProposalTarget(rois, gt, crowd, num_classes="7", has_crowd="True")
+    assert raw.list_arguments() == ["rois", "gt_boxes", "crowd_boxes"]
+    for shape in ((2, 16, 4), (3, 16, 5), (3, 16)):
+        with pytest.raises(mx.base.MXNetError, match="crowd_boxes must be"):
+            raw.infer_shape(rois=(300, 5), gt_boxes=(3, 9, 5), crowd_boxes=shape)
+    with pytest.raises(mx.base.MXNetError, match="crowd_boxes must be float32"):
+        raw.infer_type(rois="float32", gt_boxes="float32", crowd_boxes="float64")
+    with pytest.raises(mx.base.MXNetError, match="zero-size"):
+        mx.nd.contrib.ProposalTarget(mx.nd.array(HAND_ROIS), mx.nd.array(HAND_GT),
+                                     mx.nd.array(np.zeros((1, 0, 4))), num_classes="3",
+                                     has_crowd="True")
+
+
+def test_crowd_bad_arguments():
+    with pytest.raises(ValueError, match="crowd_thresh"):
+        run(HAND_ROIS, HAND_GT, CROWD, num_classes=3, crowd_thresh=1.5)
+    with pytest.raises(TypeError, match="crowd_thresh"):
+        run(HAND_ROIS, HAND_GT, CROWD, num_classes=3, crowd_thresh="0.7")
+    with pytest.raises(ValueError, match="crowd_boxes must be"):
+        run(HAND_ROIS, HAND_GT, CROWD[0], num_classes=3)
+    with pytest.raises(ValueError, match="crowd_boxes must be"):
+        run(HAND_ROIS, HAND_GT, np.zeros((2, 1, 4)), num_classes=3)
+    with pytest.raises(ValueError, match="non-empty"):
+        run(HAND_ROIS, HAND_GT, np.zeros((1, 0, 4)), num_classes=3)
+    with pytest.raises(TypeError, match="crowd_boxes must be float32"):
+        proposal_target(mx.nd.array(HAND_ROIS), mx.nd.array(HAND_GT), num_classes=3,
+                        crowd_boxes=mx.nd.array(CROWD, dtype="float64"))
+    with pytest.raises(TypeError, match="all be mx.sym.Symbol"):
+        proposal_target(mx.nd.array(HAND_ROIS), mx.nd.array(HAND_GT), num_classes=3,
+                        crowd_boxes=mx.sym.Variable("crowd"))
+    # The op: crowd_thresh without has_crowd (a third input nobody passes) is refused.
+    with pytest.raises(mx.base.MXNetError, match="has_crowd"):
+        mx.nd.contrib.ProposalTarget(mx.nd.array(HAND_ROIS), mx.nd.array(HAND_GT),
+                                     num_classes="3", crowd_thresh="0.7")
+    with pytest.raises(mx.base.MXNetError, match="crowd_thresh must be in"):
+        mx.nd.contrib.ProposalTarget(mx.nd.array(HAND_ROIS), mx.nd.array(HAND_GT),
+                                     mx.nd.array(CROWD), num_classes="3", has_crowd="True",
+                                     crowd_thresh="2")
 
 
 # ---------------------------------------------------------------------------------------------

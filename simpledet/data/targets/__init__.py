@@ -4,8 +4,9 @@ A detector family lists the assigners it needs (``Detector.target_assigners``); 
 the batch layout (simpledet.data.layout) ask them for their arrays and never name a target.
 """
 from simpledet.data.targets.base import ImageSample, TargetAssigner
+from simpledet.data.targets.crowd import CrowdRegionAssigner
 from simpledet.data.targets.polygons import GtPolygonAssigner
 from simpledet.data.targets.rpn import RpnAnchorAssigner, levels_table
 
-__all__ = ["GtPolygonAssigner", "ImageSample", "RpnAnchorAssigner", "TargetAssigner",
-           "levels_table"]
+__all__ = ["CrowdRegionAssigner", "GtPolygonAssigner", "ImageSample", "RpnAnchorAssigner",
+           "TargetAssigner", "levels_table"]

@@ -8,6 +8,9 @@ An assigner is a picklable object (worker processes receive it) that
   (B, *shape) (simpledet.data.layout.batch_layout), named as the detector's graph inputs;
 - fills them for one image: ``assign(sample, rng, out)``, ``out`` being {name: the image's
   writable slice of the batch array}; every element must be written (batch memory is reused).
+  It may return {counter name: count} of what it had to leave out (e.g. crowd regions beyond
+  its rows); the loader sums them in ``DetectionLoader.target_counts`` and warns the first time
+  each counter is non-zero, with the text of the assigner's ``counters`` {name: description}.
 
 ``rng`` is the image's np.random.Generator, the one the loader drew the scale and the flip from;
 assigners draw from it in the detector's order, so batches stay a function of the seed.
@@ -50,6 +53,7 @@ class TargetAssigner:
     both methods."""
 
     names = ()
+    counters = {}
 
     def outputs(self, bucket_h, bucket_w):
         """{name: (per-image shape, dtype)} of the arrays this assigner fills for a bucket, in
@@ -57,5 +61,6 @@ class TargetAssigner:
         raise NotImplementedError
 
     def assign(self, sample, rng, out):
-        """Fills ``out`` ({name: per-image array of ``outputs``}) for one ImageSample."""
+        """Fills ``out`` ({name: per-image array of ``outputs``}) for one ImageSample; returns
+        None or {counter name (a key of ``counters``): count} for this image."""
         raise NotImplementedError

@@ -12,12 +12,15 @@ Layouts (A anchors per location, levels in ascending stride, as the neck's rpn f
   loader's layout (``simpledet.data.anchor_target``).
 - ``get_all_proposal(cls_logits, bbox_deltas, im_info, training)`` -> rois (B * post_nms, 5)
   [batch_idx, x1, y1, x2, y2], gradient-free.
-- ``get_sampled_proposal(rois, gt_boxes, with_gt_index=False)`` -> ``(rois, labels,
-  bbox_targets, bbox_weights)``: (B * S, 5), (B * S,), (B * S, 4K or 4) x 2, S RoIs sampled per
-  image (proposal_target; the gt boxes join the candidates when roi_sampler.add_gt_as_proposals);
-  with_gt_index=True appends ``gt_index`` (B * S,): for each foreground row the row index j
-  (0..G-1) in gt_boxes[b] of its matched gt, -1 for background and ignored rows (Mask R-CNN's
-  mask targets). All gradient-free.
+- ``get_sampled_proposal(rois, gt_boxes, with_gt_index=False, crowd_boxes=None)`` ->
+  ``(rois, labels, bbox_targets, bbox_weights)``: (B * S, 5), (B * S,), (B * S, 4K or 4) x 2,
+  S RoIs sampled per image (proposal_target; the gt boxes join the candidates when
+  roi_sampler.add_gt_as_proposals); with_gt_index=True appends ``gt_index`` (B * S,): for each
+  foreground row the row index j (0..G-1) in gt_boxes[b] of its matched gt, -1 for background
+  and ignored rows (Mask R-CNN's mask targets). crowd_boxes (B, M, 4) [x1, y1, x2, y2], rows of
+  -1 padding (the ``gt_crowd`` input), when roi_sampler.crowd_iof is set: a proposal that would
+  be background is ignored when a crowd region covers more than crowd_iof of it. All
+  gradient-free.
 """
 
 __all__ = ["RpnHeadBase"]
@@ -35,5 +38,5 @@ class RpnHeadBase:
     def get_all_proposal(self, cls_logits, bbox_deltas, im_info, training):
         raise NotImplementedError
 
-    def get_sampled_proposal(self, rois, gt_boxes, with_gt_index=False):
+    def get_sampled_proposal(self, rois, gt_boxes, with_gt_index=False, crowd_boxes=None):
         raise NotImplementedError

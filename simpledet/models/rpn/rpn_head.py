@@ -9,8 +9,9 @@ Choices (documented in the report of issue 4):
   beta = 1/9 (SimpleDet's sigma 3) on rpn_target where rpn_weight is 1; both divided by the
   number of sampled anchors of the batch on this device.
 - Proposals: sigmoid probabilities and deltas through ``simpledet.ops.pyramid_proposal``
-  (joint NMS over levels), then ``simpledet.ops.proposal_target`` with the gt boxes; both
-  gradient-free (BlockGrad).
+  (joint NMS over levels), then ``simpledet.ops.proposal_target`` with the gt boxes (and, with
+  ``roi_sampler.crowd_iof``, the crowd regions: would-be background proposals on them are
+  ignored); both gradient-free (BlockGrad).
 
 Parameters (prefix ``rpn_``): ``rpn_conv_3x3_{weight,bias}``, ``rpn_cls_logit_{weight,bias}``,
 ``rpn_bbox_delta_{weight,bias}``; weights N(0, 0.01), biases 0.
@@ -36,7 +37,8 @@ class RpnHead(RpnHeadBase):
         feature_strides: the strides of those maps (``cfg.rpn_feature_strides``).
         sampler_cfg: the ``roi_sampler`` section, for get_sampled_proposal (None: the head
             only scores and proposes); ``add_gt_as_proposals`` decides whether the gt boxes
-            join the proposals as sampling candidates.
+            join the proposals as sampling candidates, ``crowd_iof`` whether the sampler takes
+            the crowd regions (0 or None: it does not).
         num_classes: K including background, for get_sampled_proposal.
         box_cfg: the ``bbox_head`` section, whose reg_mean / reg_std / class_agnostic encode the
             sampled RoIs' regression targets, for get_sampled_proposal.
@@ -122,19 +124,27 @@ class RpnHead(RpnHeadBase):
                 name="proposal")
             return mx.sym.BlockGrad(rois, name="proposal_blockgrad")
 
-    def get_sampled_proposal(self, rois, gt_boxes, with_gt_index=False):
+    def get_sampled_proposal(self, rois, gt_boxes, with_gt_index=False, crowd_boxes=None):
         """RoIs sampled for the box head with their targets; see rpn/base.py.
 
         Args:
             rois: (B * R, 5) proposals [batch_idx, x1, y1, x2, y2] (get_all_proposal).
             gt_boxes: (B, G, 5) [x1, y1, x2, y2, class], padding rows of class <= 0.
             with_gt_index: also return gt_index (Mask R-CNN's mask targets).
+            crowd_boxes: (B, M, 4) crowd regions [x1, y1, x2, y2], padding rows of -1 (the
+                ``gt_crowd`` input, simpledet.data.targets.CrowdRegionAssigner): required when
+                roi_sampler.crowd_iof is set (a would-be background proposal covered more than
+                crowd_iof by a region is ignored), refused when it is 0 or None.
 
         Returns:
             ``(rois, labels, bbox_targets, bbox_weights)``: (B * S, 5), (B * S,),
             (B * S, 4K or 4) x 2 with S = roi_sampler.batch_per_image, plus ``gt_index``
             (B * S,) last when with_gt_index: a foreground row's matched row in gt_boxes[b],
             -1 on other rows (simpledet.ops.proposal_target). All gradient-free.
+
+        Raises:
+            ValueError: crowd_boxes missing although roi_sampler.crowd_iof is set, or given
+                although it is not.
         """
         if not isinstance(with_gt_index, bool):
             raise TypeError(f"with_gt_index must be a bool, got {with_gt_index!r}")
@@ -142,6 +152,15 @@ class RpnHead(RpnHeadBase):
         if sampler is None or box is None or self.num_classes is None:
             raise ValueError("RpnHead.get_sampled_proposal needs sampler_cfg, num_classes and "
                              "box_cfg")
+        crowd_iof = sampler.crowd_iof or None
+        if crowd_iof is not None and crowd_boxes is None:
+            raise ValueError(f"roi_sampler.crowd_iof is {sampler.crowd_iof}: pass crowd_boxes "
+                             f"(the gt_crowd input), or set roi_sampler.crowd_iof=None")
+        if crowd_iof is None and crowd_boxes is not None:
+            raise ValueError(f"crowd_boxes given but roi_sampler.crowd_iof is "
+                             f"{sampler.crowd_iof} (off): the sampler would not read them")
+        crowd = {} if crowd_iof is None else {"crowd_boxes": crowd_boxes,
+                                              "crowd_thresh": crowd_iof}
         with mx.name.Prefix(self.prefix):
             outputs = proposal_target(
                 rois, gt_boxes, num_classes=self.num_classes,
@@ -150,7 +169,7 @@ class RpnHead(RpnHeadBase):
                 bg_thresh_lo=sampler.bg_iou_lo, bbox_means=box.reg_mean,
                 bbox_stds=box.reg_std, class_agnostic=box.class_agnostic,
                 add_gt=sampler.add_gt_as_proposals, output_gt_index=with_gt_index,
-                name="proposal_target")
+                name="proposal_target", **crowd)
             names = ("rois", "label", "bbox_target", "bbox_weight", "gt_index")
             return tuple(mx.sym.BlockGrad(out, name=f"sampled_{n}")
                          for out, n in zip(outputs, names))
