@@ -6,7 +6,8 @@ FPN-sized inputs: an 800x1333 image padded to 800x1344, 2 images, 256 channels, 
 P2-P6, 2000 proposals per level before NMS, 1000 after, 512 rois per image for the box head,
 81 classes; mask targets for 128 foreground rois per image at 28 x 28 from polygons of about
 30 vertices; RetinaNet ops at 600x800 (P3-P7, 9 anchors per location: 90,360 anchors per
-image, 80 classes). Each measurement is the median of --repeat runs after one warm-up, ending with
+image, 80 classes); the Cascade R-CNN box decode on the box head's 512 rois per image.
+Each measurement is the median of --repeat runs after one warm-up, ending with
 mx.nd.waitall(); the speedup is stock_s / ours_s from the same run. The JSON holds
 {"<op>": {"ours_s": .., "stock_s": .., "speedup": .., "stock": "<what it was compared with>"}}.
 """
@@ -237,6 +238,45 @@ def bench_detection_postprocess(setup, rng, repeat):
     return median_time(ours, repeat), median_time(stock, repeat)
 
 
+# ------------------------------------------------------------------ box decode (cascade)
+def bench_box_decode(setup, rng, repeat):
+    """A Cascade R-CNN stage's sampled rois (both images) and class-agnostic deltas decoded
+    into the next stage's rois."""
+    from simpledet.ops.box_decode import box_decode
+
+    count = setup.batch * setup.rois_per_image
+    rois = mx.nd.array(random_rois(rng, setup, setup.rois_per_image))
+    deltas = mx.nd.array(rng.normal(0, 1, (count, 4)))
+    im_info = mx.nd.array([[setup.height, setup.width, 1.0], [setup.height * 0.75,
+                                                               setup.width, 1.0]])
+    stds = mx.nd.array([[0.1, 0.1, 0.2, 0.2]])
+
+    def ours():
+        box_decode(rois, deltas, im_info, bbox_stds=(0.1, 0.1, 0.2, 0.2))
+
+    def stock():
+        # "+1" decode with ndarray arithmetic, each roi's image size by take() on its batch
+        # index, clip by broadcast min/max, batch index concatenated back.
+        index = rois.slice_axis(axis=1, begin=0, end=1)
+        boxes = rois.slice_axis(axis=1, begin=1, end=5)
+        w = boxes[:, 2:3] - boxes[:, 0:1] + 1
+        h = boxes[:, 3:4] - boxes[:, 1:2] + 1
+        cx, cy = boxes[:, 0:1] + 0.5 * (w - 1), boxes[:, 1:2] + 0.5 * (h - 1)
+        d = mx.nd.broadcast_mul(deltas, stds)
+        pcx, pcy = d[:, 0:1] * w + cx, d[:, 1:2] * h + cy
+        pw = mx.nd.exp(mx.nd.minimum(d[:, 2:3], 4.135)) * w
+        ph = mx.nd.exp(mx.nd.minimum(d[:, 3:4], 4.135)) * h
+        size = mx.nd.take(im_info, index.reshape((-1,)))  # (N, 3) [h, w, scale]
+        max_x, max_y = size[:, 1:2] - 1, size[:, 0:1] - 1
+        x1 = mx.nd.maximum(mx.nd.minimum(pcx - 0.5 * (pw - 1), max_x), 0)
+        y1 = mx.nd.maximum(mx.nd.minimum(pcy - 0.5 * (ph - 1), max_y), 0)
+        x2 = mx.nd.maximum(mx.nd.minimum(pcx + 0.5 * (pw - 1), max_x), 0)
+        y2 = mx.nd.maximum(mx.nd.minimum(pcy + 0.5 * (ph - 1), max_y), 0)
+        mx.nd.concat(index, x1, y1, x2, y2, dim=1)
+
+    return median_time(ours, repeat), median_time(stock, repeat)
+
+
 # ------------------------------------------------------------------ proposal target
 def numpy_proposal_target(rois, gt, num_classes, image_rois, rng, fg_fraction=0.25):
     """Vectorised NumPy sampling (SimpleDet ran this job as a Python CustomOp); no MXNet op
@@ -461,6 +501,7 @@ STOCK_IMPL = {
     "mask_target": "per-roi NumPy shift/scale + pycocotools frPyObjects + merge + decode",
     "sigmoid_focal_loss": "sigmoid/one_hot/power/log/sum ndarray composite, forward+backward",
     "retina_postprocess": "per-level topk + take + ndarray decode/clip + class-aware box_nms",
+    "box_decode": "ndarray decode + take(im_info, batch index) + broadcast clip + concat",
 }
 
 BENCHES = {
@@ -472,6 +513,7 @@ BENCHES = {
     "mask_target": bench_mask_target,
     "sigmoid_focal_loss": bench_sigmoid_focal_loss,
     "retina_postprocess": bench_retina_postprocess,
+    "box_decode": bench_box_decode,
 }
 
 

@@ -7,6 +7,7 @@ from simpledet.ops.library import OpsLibraryError, load_library
 
 load_library()
 
+from simpledet.ops.box_decode import box_decode  # noqa: E402
 from simpledet.ops.detection_postprocess import detection_postprocess  # noqa: E402
 from simpledet.ops.focal_loss import sigmoid_focal_loss  # noqa: E402
 from simpledet.ops.fpn_roi_align import fpn_roi_align  # noqa: E402
@@ -17,4 +18,4 @@ from simpledet.ops.retina_postprocess import retina_postprocess  # noqa: E402
 
 __all__ = ["OpsLibraryError", "load_library", "pyramid_proposal", "fpn_roi_align",
            "proposal_target", "detection_postprocess", "mask_target", "sigmoid_focal_loss",
-           "retina_postprocess"]
+           "retina_postprocess", "box_decode"]

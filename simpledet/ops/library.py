@@ -9,7 +9,7 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "_lib" / LIBRARY_NAME
 # The ops this package's wrappers call (registered as _contrib_<name>, so they appear as
 # mx.sym.contrib.<name>); load_library() checks each one is there.
 REQUIRED_OPS = ("PyramidProposal", "FPNROIAlign", "ProposalTarget", "DetectionPostprocess",
-                "MaskTarget", "SigmoidFocalLoss", "RetinaPostprocess")
+                "MaskTarget", "SigmoidFocalLoss", "RetinaPostprocess", "BoxDecode")
 
 _loaded_path = None
 
