@@ -1,10 +1,11 @@
 """Faster R-CNN with an FPN neck (P2-P6) and the 2MLP box head: SimpleDet's faster_*_fpn_1x.
 
 Leaves call ``faster_fpn()`` and change a few fields; ``fpn_recipe`` is the same recipe on
-another two-stage family's config (Mask R-CNN: config/_base/mask_fpn.py). What every Faster
-R-CNN shares (SGD at 0.02 per 16 images, 90k/60k/80k iterations at batch 16, 800x1333 input,
-fixed BN, test thresholds) are the schema defaults in simpledet/config/faster_rcnn.py; this file
-pins what makes the FPN family, so the recipe reads in one place.
+another two-stage family's config (Mask R-CNN: config/_base/mask_fpn.py, Cascade R-CNN:
+config/_base/cascade_fpn.py). What every Faster R-CNN shares (SGD at 0.02 per 16 images,
+90k/60k/80k iterations at batch 16, 800x1333 input, fixed BN, test thresholds) are the schema
+defaults in simpledet/config/faster_rcnn.py; this file pins what makes the FPN family, so the
+recipe reads in one place.
 """
 from simpledet.config.faster_rcnn import FasterRcnnConfig
 

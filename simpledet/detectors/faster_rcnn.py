@@ -108,7 +108,8 @@ class FasterRcnn(Detector):
 
         Returns:
             ({loss name: (1,) Symbol}, {"roi_features": list of Symbols, "rois" (B*S, 5),
-            "label" (B*S,), and with_gt_index "gt_index" (B*S,)}).
+            "label" (B*S,), the box head's "cls_logit" (B*S, K) and "bbox_delta" (B*S, 4K or
+            4), and with_gt_index "gt_index" (B*S,)}).
         """
         rpn_features, roi_features = self._features(inputs["data"], plan)
         cls_logits, bbox_deltas = self._rpn_output(rpn_features, plan)
@@ -124,7 +125,8 @@ class FasterRcnn(Detector):
         cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
         loss_values.update(self.bbox_head.get_loss(cls_logit, bbox_delta, label, bbox_target,
                                                    bbox_weight))
-        state = {"roi_features": roi_features, "rois": rois, "label": label}
+        state = {"roi_features": roi_features, "rois": rois, "label": label,
+                 "cls_logit": cls_logit, "bbox_delta": bbox_delta}
         if with_gt_index:
             state["gt_index"] = sampled[4]
         return loss_values, state

@@ -13,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "golden"
-REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask_r50v1_fpn_1x")
+REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask_r50v1_fpn_1x",
+                     "cascade_r50v1_fpn_1x")
 
 
 def current_names(config_name):
@@ -71,6 +72,13 @@ def test_golden_files_cover_every_component():
     mask = read_golden("mask_r50v1_fpn_1x")
     assert names == [n for n in mask if not n.startswith(("arg mask_", "arg gt_polys"))]
     assert "arg mask_conv4_weight" in mask and "arg mask_deconv_bias" in mask
+    cascade = read_golden("cascade_r50v1_fpn_1x")
+    shared = [n for n in names if not n.startswith("arg bbox_")]
+    assert shared == [n for n in cascade if not n.startswith("arg bbox_")]
+    heads = [n for n in cascade if n.startswith("arg bbox_")]
+    assert heads == [f"arg bbox_{layer}_{stage}_{kind}" for stage in ("1st", "2nd", "3rd")
+                     for layer in ("fc1", "fc2", "cls_logit", "reg_delta")
+                     for kind in ("weight", "bias")]  # SimpleDet's cascade names
 
 
 if __name__ == "__main__":

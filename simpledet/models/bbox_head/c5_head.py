@@ -28,7 +28,10 @@ class C5Head(BboxHead):
         super().__init__(head_cfg, num_classes, test_cfg, prefix)
         self.backbone = backbone
 
-    def _head_feature(self, roi_feat):
+    def _head_feature(self, roi_feat, tag):
+        if tag or self.suffix:
+            raise ValueError("C5Head runs the backbone's res5 (its names are the pretrained "
+                             "file's): it cannot take a suffix or run twice")
         res5 = self.backbone.res5(roi_feat, stride=self.head_cfg.c5_stride)
         with mx.name.Prefix(self.prefix):
             pooled = mx.sym.Pooling(res5, kernel=(1, 1), global_pool=True, pool_type="avg",
