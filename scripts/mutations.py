@@ -169,4 +169,30 @@ MUTATIONS = (
         old="step = int(steps[fits[0]])",
         new="step = int(steps[fits[-1]])",
         tests=("tests/core/test_masks.py",)),
+    Mutation(
+        name="cascade_stage_iou",
+        claim="each Cascade R-CNN stage samples at its own IoU (a RoI at IoU 0.65 is foreground "
+              "for stages 1-2, background for stage 3)",
+        file="simpledet/detectors/cascade_rcnn.py",
+        old="fg_thresh=iou, bg_thresh_hi=iou,",
+        new="fg_thresh=sampler.fg_iou, bg_thresh_hi=sampler.bg_iou_hi,",
+        tests=("tests/detectors/test_cascade_rcnn.py::"
+               "test_stage_samplers_use_their_iou_and_stds",)),
+    Mutation(
+        name="cascade_score_average",
+        claim="the Cascade R-CNN test scores are the mean of every stage's head on the stage-3 "
+              "RoIs, not the last head's alone",
+        file="simpledet/detectors/cascade_rcnn.py",
+        old="dets = self.bbox_heads[-1].postprocess(cls_prob,",
+        new="dets = self.bbox_heads[-1].postprocess(probs[-1],",
+        tests=("tests/detectors/test_cascade_rcnn.py::"
+               "test_test_graph_averages_every_head_on_the_last_stage_rois",)),
+    Mutation(
+        name="box_decode_stds",
+        claim="box_decode de-normalizes the deltas with the stds it is given (each cascade "
+              "stage its own)",
+        file="simpledet/ops/box_decode.py",
+        old="kwargs = dict(bbox_means=str(means), bbox_stds=str(stds))",
+        new="kwargs = dict(bbox_means=str(means), bbox_stds=str((0.1, 0.1, 0.2, 0.2)))",
+        tests=("tests/ops/test_box_decode.py",)),
 )
