@@ -80,8 +80,10 @@ class CascadeRcnn(FasterRcnn):
         return box_decode(rois, delta, im_info, bbox_means=self.cfg.bbox_head.reg_mean,
                           bbox_stds=self.cfg.cascade.reg_std[t], name=f"bbox_decode_{name}")
 
-    def _sample(self, t, candidates, gt_boxes):
-        """Stage t's (t >= 1) training RoIs from the previous stage's refined boxes.
+    def _sample(self, t, candidates, gt_boxes, crowd_boxes=None):
+        """Stage t's (t >= 1) training RoIs from the previous stage's refined boxes; with
+        ``crowd_boxes`` (``uses_crowd``) would-be background boxes on crowd regions are
+        ignored, as in stage 1.
 
         Returns:
             (rois (B*S, 5), label (B*S,), bbox_target (B*S, 4), bbox_weight (B*S, 4)), all
@@ -91,13 +93,15 @@ class CascadeRcnn(FasterRcnn):
         cfg, name = self.cfg, self.stage_names[t]
         sampler, cascade = cfg.roi_sampler, cfg.cascade
         iou = cascade.fg_iou[t]
+        crowd = {} if crowd_boxes is None else {"crowd_boxes": crowd_boxes,
+                                                "crowd_thresh": sampler.crowd_iof}
         outputs = proposal_target(
             candidates, gt_boxes, num_classes=cfg.num_classes,
             image_rois=sampler.batch_per_image, fg_fraction=sampler.fg_fraction,
             fg_thresh=iou, bg_thresh_hi=iou, bg_thresh_lo=sampler.bg_iou_lo,
             bbox_means=cfg.bbox_head.reg_mean, bbox_stds=cascade.reg_std[t],
             class_agnostic=True, add_gt=sampler.add_gt_as_proposals, sample=cascade.resample,
-            name=f"bbox_proposal_target_{name}")
+            name=f"bbox_proposal_target_{name}", **crowd)
         return tuple(mx.sym.BlockGrad(out, name=f"bbox_sampled_{what}_{name}") for out, what
                      in zip(outputs, ("rois", "label", "bbox_target", "bbox_weight")))
 
@@ -119,8 +123,8 @@ class CascadeRcnn(FasterRcnn):
         rois, bbox_delta = state["rois"], state["bbox_delta"]
         for t in range(1, len(self.stage_names)):
             candidates = self._refine(t - 1, rois, bbox_delta, inputs["im_info"])
-            rois, label, bbox_target, bbox_weight = self._sample(t, candidates,
-                                                                 inputs["gt_boxes"])
+            rois, label, bbox_target, bbox_weight = self._sample(
+                t, candidates, inputs["gt_boxes"], inputs.get("gt_crowd"))
             roi_feat = self.roi_extractors[t].get_roi_feature(state["roi_features"], rois)
             cls_logit, bbox_delta = self._stage_output(t, roi_feat, plan)
             loss_values.update(self._weighted(t, self.bbox_heads[t].get_loss(

@@ -70,7 +70,8 @@ def tiny_batch(cfg, model, seed=0):
     return {"data": data, "im_info": IM_INFO, "gt_boxes": gt,
             "rpn_label": np.stack([t["labels"] for t in targets]).astype(np.float32),
             "rpn_target": np.stack([t["targets"] for t in targets]),
-            "rpn_weight": np.stack([t["weights"] for t in targets])}
+            "rpn_weight": np.stack([t["weights"] for t in targets]),
+            "gt_crowd": np.full((2, cfg.input.max_num_crowd, 4), -1, np.float32)}
 
 
 def bind_internals(symbol, names, batch, model, params=None):
@@ -103,9 +104,13 @@ def test_stage_samplers_use_their_iou_and_stds():
     assert box_iou([near], [gt_box])[0, 0] == pytest.approx(0.65)
     rois = np.array([[0, *near], [0, *far]], np.float32)
     gt = np.array([[gt_box + [2], [-1] * 5]], np.float32)
-    args = {"rois": mx.nd.array(rois), "gt_boxes": mx.nd.array(gt)}
-    samplers = [model.rpn_head.get_sampled_proposal(mx.sym.var("rois"), mx.sym.var("gt_boxes"))]
-    samplers += [model._sample(t, mx.sym.var("rois"), mx.sym.var("gt_boxes")) for t in (1, 2)]
+    args = {"rois": mx.nd.array(rois), "gt_boxes": mx.nd.array(gt),
+            "crowd": mx.nd.full((1, 1, 4), -1)}  # no crowd region
+    crowd = mx.sym.var("crowd")
+    samplers = [model.rpn_head.get_sampled_proposal(mx.sym.var("rois"), mx.sym.var("gt_boxes"),
+                                                    crowd_boxes=crowd)]
+    samplers += [model._sample(t, mx.sym.var("rois"), mx.sym.var("gt_boxes"), crowd)
+                 for t in (1, 2)]
     stds = model.cfg.cascade.reg_std
     for t, (sampler, want) in enumerate(zip(samplers, (2, 2, 0))):
         mx.random.seed(0)
@@ -405,3 +410,13 @@ def test_stage_heads_run_low_precision_decode_and_sampling_fp32(precision, dtype
     assert test_dtypes["bbox_fc2_1st_3rd_output"] == dtype
     for high in ("bbox_cls_prob_mean_output", "bbox_decode_2nd_output", "dets_output"):
         assert test_dtypes[high] == "float32", high
+
+
+def test_every_stage_sampler_ignores_crowd_regions():
+    model = CascadeRcnn(tiny_cfg())
+    assert "gt_crowd" in model.train_data_names
+    attrs = model.get_train_symbol().attr_dict()
+    samplers = {k: v for k, v in attrs.items() if k.endswith("proposal_target")
+                or "bbox_proposal_target_" in k}
+    assert len(samplers) == 3, sorted(samplers)
+    assert all(v.get("has_crowd") == "True" for v in samplers.values()), samplers
