@@ -249,7 +249,7 @@ def to_channel_layout(per_anchor, levels, num_anchors):
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def _channel_index(flat, levels, num_anchors):
+def channel_index(flat, levels, num_anchors):
     """Positions in the (level, a*4+k, y, x) layout of the 4 values of anchors given by their
     (level, a, y, x) indices: (P,) -> (P, 4)."""
     sizes = np.array([num_anchors * h * w for _, h, w in levels])
@@ -320,7 +320,7 @@ def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thre
     if len(positive):
         anchors = level_anchors(levels, scales, ratios)
         deltas = encode_boxes(anchors[positive], _gt_xyxy(gt_boxes)[matched[positive]])
-        channel_index = _channel_index(positive, levels, num_anchors)  # (P, 4)
-        out["targets"][channel_index] = deltas
-        out["weights"][channel_index] = 1.0
+        index = channel_index(positive, levels, num_anchors)  # (P, 4)
+        out["targets"][index] = deltas
+        out["weights"][index] = 1.0
     return out

@@ -3,5 +3,7 @@ from simpledet.detectors.base import Detector, default_initializer
 from simpledet.detectors.cascade_rcnn import CascadeRcnn
 from simpledet.detectors.faster_rcnn import FasterRcnn
 from simpledet.detectors.mask_rcnn import MaskRcnn
+from simpledet.detectors.retinanet import RetinaNet
 
-__all__ = ["CascadeRcnn", "Detector", "FasterRcnn", "MaskRcnn", "default_initializer"]
+__all__ = ["CascadeRcnn", "Detector", "FasterRcnn", "MaskRcnn", "RetinaNet",
+           "default_initializer"]

@@ -6,7 +6,8 @@ it is a normalizer, not something to differentiate.
 """
 import mxnet as mx
 
-__all__ = ["normalize", "sampled_count", "sigmoid_bce_sum", "smooth_l1_sum", "softmax_ce_sum"]
+__all__ = ["foreground_count", "normalize", "sampled_count", "sigmoid_bce_sum", "smooth_l1_sum",
+           "softmax_ce_sum"]
 
 
 def _valid_mask(labels, name):
@@ -29,6 +30,25 @@ def sampled_count(labels, name):
     count = mx.sym.sum(_valid_mask(labels, name), name=f"{name}_sum")
     return mx.sym.broadcast_maximum(count, mx.sym.ones((1,), name=f"{name}_one"),
                                     name=f"{name}_at_least_one")
+
+
+def foreground_count(labels, name):
+    """Number of entries with a foreground label (>= 1), at least 1: RetinaNet's normalizer
+    (the count ``simpledet.ops.sigmoid_focal_loss`` divides by).
+
+    Args:
+        labels: Symbol of any shape; 0 background, -1 ignored, 1..C foreground.
+        name: op name prefix.
+
+    Returns:
+        (1,) Symbol, gradient-free.
+    """
+    one = mx.sym.ones((1,), name=f"{name}_one")
+    foreground = mx.sym.BlockGrad(mx.sym.broadcast_greater_equal(labels, one,
+                                                                 name=f"{name}_fg"),
+                                  name=f"{name}_mask")
+    count = mx.sym.sum(foreground, name=f"{name}_sum")
+    return mx.sym.broadcast_maximum(count, one, name=f"{name}_at_least_one")
 
 
 def normalize(total, count, name):

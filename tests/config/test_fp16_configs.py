@@ -9,7 +9,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
 @pytest.mark.parametrize("twin", ["faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x",
-                                  "mask_r50v1_fpn_1x"])
+                                  "mask_r50v1_fpn_1x", "retina_r50v1_fpn_1x"])
 def test_fp16_leaf_differs_from_its_fp32_twin_only_in_precision(twin):
     fp32 = load_config(CONFIG_DIR / f"{twin}.py")
     fp16 = load_config(CONFIG_DIR / f"{twin}_fp16.py")

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "golden"
 REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask_r50v1_fpn_1x",
-                     "cascade_r50v1_fpn_1x")
+                     "cascade_r50v1_fpn_1x", "retina_r50v1_fpn_1x")
 
 
 def current_names(config_name):
@@ -79,6 +79,14 @@ def test_golden_files_cover_every_component():
     assert heads == [f"arg bbox_{layer}_{stage}_{kind}" for stage in ("1st", "2nd", "3rd")
                      for layer in ("fc1", "fc2", "cls_logit", "reg_delta")
                      for kind in ("weight", "bias")]  # SimpleDet's cascade names
+    retina = read_golden("retina_r50v1_fpn_1x")
+    backbone = [n for n in names if n.startswith(("arg conv0", "arg bn", "arg stage", "aux "))]
+    assert [n for n in retina if n.startswith(("arg conv0", "arg bn", "arg stage", "aux "))] == (
+        backbone)  # the same backbone checkpoint loads into both families
+    for expected in ("arg fpn_p7_conv_weight", "arg retina_cls_conv4_weight",
+                     "arg retina_bbox_delta_bias", "arg retina_label"):
+        assert expected in retina
+    assert not any(n.startswith(("arg rpn_", "arg bbox_", "arg fpn_p2")) for n in retina)
 
 
 if __name__ == "__main__":

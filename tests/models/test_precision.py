@@ -240,3 +240,104 @@ def test_mask_rcnn_mask_head_runs_low_precision_targets_and_loss_fp32(precision,
     test_dtypes = output_dtypes(model.get_test_symbol(), data="float32", im_info="float32")
     assert test_dtypes["mask_conv4_output"] == dtype
     assert test_dtypes["dets_output"] == test_dtypes["masks_output"] == "float32"
+
+
+def retina_cfg(precision, **overrides):
+    from simpledet.config import RetinaNetConfig
+
+    cfg = RetinaNetConfig()
+    cfg.precision = precision
+    cfg.runtime.device = "cpu" if precision != "fp16" else "gpu"
+    cfg.runtime.device_ids = (0,)
+    cfg.pretrain = None
+    cfg.backbone.depth = 18
+    cfg.backbone.width = 16
+    cfg.backbone.normalizer = "bn"
+    cfg.neck.channels = cfg.head.conv_channels = 16
+    cfg.dataset.class_names = ("a", "b", "c")
+    cfg.test.max_det = 10
+    for key, value in overrides.items():
+        cfg.set(key, value)
+    return cfg.freeze()
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_retinanet_towers_run_low_precision_focal_loss_and_postprocess_fp32(precision, dtype):
+    from simpledet.detectors import RetinaNet
+
+    cfg = retina_cfg(precision)
+    assert cfg.mixed_precision.components == ("backbone", "neck", "head")
+    model = RetinaNet(cfg)
+    fp32 = RetinaNet(retina_cfg("fp32")).get_train_symbol()
+    symbol = model.get_train_symbol()
+    assert symbol.list_arguments() == fp32.list_arguments()
+    assert symbol.list_auxiliary_states() == fp32.list_auxiliary_states()
+    inputs = {name: "float32" for name in model.train_data_names}
+    arg_types, _, aux_types = symbol.infer_type(**inputs)
+    assert {np.dtype(t).name for t in arg_types + aux_types} == {"float32"}
+    dtypes = output_dtypes(symbol, **inputs)
+    for low in ("conv0_output", "fpn_p3_lateral_output", "fpn_p6_conv_output",
+                "fpn_p7_conv_output", "retina_cls_conv1_p3_output", "retina_cls_conv4_p7_output",
+                "retina_bbox_conv2_p5_output", "retina_cls_logit_p3_output",
+                "retina_bbox_delta_p7_output"):
+        assert dtypes[low] == dtype, low
+    for high in ("retina_cls_logit_concat_output", "retina_focal_loss_output",
+                 "retina_bbox_delta_concat_output", "retina_reg_smooth_l1_output",
+                 "retina_fg_count_sum_output", "retina_cls_loss_output",
+                 "retina_reg_loss_output"):
+        assert dtypes[high] == "float32", high
+    test = model.get_test_symbol()
+    test_dtypes = output_dtypes(test, data="float32", im_info="float32")
+    assert test_dtypes["retina_cls_conv4_p3_output"] == dtype
+    for high in ("retina_cls_prob_p3_output", "retina_cls_prob_p7_output", "dets_output"):
+        assert test_dtypes[high] == "float32", high
+    # only the head's and the neck's convolutions: nothing low precision without them
+    only_backbone = output_dtypes(RetinaNet(retina_cfg(
+        precision, **{"mixed_precision.components": ("backbone",)})).get_train_symbol(), **inputs)
+    assert only_backbone["conv0_output"] == dtype
+    assert only_backbone["fpn_p3_lateral_output"] == "float32"
+    assert only_backbone["retina_cls_conv1_p3_output"] == "float32"
+
+
+def test_retinanet_bf16_trains_on_cpu_and_detects():
+    from simpledet.data.anchor_target import feature_levels
+    from simpledet.data.targets.retina import assign_retina_targets
+    from simpledet.detectors import RetinaNet
+
+    cfg = retina_cfg("bf16")
+    model = RetinaNet(cfg)
+    rng = np.random.default_rng(0)
+    gt = np.array([[4, 6, 40, 50], [20, 16, 60, 60]], np.float32)
+    levels = feature_levels(SIZE, SIZE, model.feature_strides)
+    targets = assign_retina_targets(gt, [1, 3], (SIZE, SIZE, 1.0), levels, cfg.anchors.scales,
+                                    cfg.anchors.ratios)
+    batch = {"data": rng.standard_normal((2, 3, SIZE, SIZE)).astype(np.float32),
+             "im_info": np.array([[SIZE, SIZE, 1.0]] * 2, np.float32),
+             "retina_label": np.stack([targets["labels"]] * 2),
+             "retina_target": np.stack([targets["targets"]] * 2),
+             "retina_weight": np.stack([targets["weights"]] * 2)}
+    names = list(model.train_data_names)
+    module = mx.mod.Module(model.get_train_symbol(), data_names=names, label_names=None,
+                           context=[mx.cpu(0)])
+    module.bind(data_shapes=[(k, batch[k].shape) for k in names])
+    mx.random.seed(0)
+    module.init_params(model.initializer())
+    module.init_optimizer(optimizer="sgd", optimizer_params={
+        "learning_rate": 0.01, "momentum": 0.9, "multi_precision": True})
+    data_batch = mx.io.DataBatch([mx.nd.array(batch[k]) for k in names])
+    for _ in range(2):
+        module.forward_backward(data_batch)
+        module.update()
+        losses = [float(o.asnumpy()[0]) for o in module.get_outputs()]
+        assert all(np.isfinite(losses)) and min(losses) > 0, losses
+    arg_params, aux_params = module.get_params()
+    assert {np.dtype(v.dtype).name for v in arg_params.values()} == {"float32"}
+    tester = mx.mod.Module(model.get_test_symbol(), data_names=["data", "im_info"],
+                           label_names=None)
+    tester.bind(data_shapes=[("data", batch["data"].shape), ("im_info", (2, 3))],
+                for_training=False)
+    tester.set_params(arg_params, aux_params)
+    tester.forward(mx.io.DataBatch([mx.nd.array(batch["data"]), mx.nd.array(batch["im_info"])]),
+                   is_train=False)
+    dets = tester.get_outputs()[0].asnumpy()
+    assert dets.shape == (2, cfg.test.max_det, 6) and np.isfinite(dets).all()

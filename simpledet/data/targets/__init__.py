@@ -6,7 +6,8 @@ the batch layout (simpledet.data.layout) ask them for their arrays and never nam
 from simpledet.data.targets.base import ImageSample, TargetAssigner
 from simpledet.data.targets.crowd import CrowdRegionAssigner
 from simpledet.data.targets.polygons import GtPolygonAssigner
+from simpledet.data.targets.retina import RetinaAnchorAssigner
 from simpledet.data.targets.rpn import RpnAnchorAssigner, levels_table
 
-__all__ = ["CrowdRegionAssigner", "GtPolygonAssigner", "ImageSample", "RpnAnchorAssigner",
-           "TargetAssigner", "levels_table"]
+__all__ = ["CrowdRegionAssigner", "GtPolygonAssigner", "ImageSample", "RetinaAnchorAssigner",
+           "RpnAnchorAssigner", "TargetAssigner", "levels_table"]

@@ -1,8 +1,9 @@
-"""Necks: backbone features -> RPN / RoI feature maps (FPN p2..p6, or c4 as is)."""
+"""Necks: backbone features -> dense-head / RoI feature maps (FPN p2..p6, RetinaNet's FPN
+p3..p7, or c4 as is)."""
 from simpledet.models.neck.base import IdentityNeck, Neck
-from simpledet.models.neck.fpn import FpnNeck
+from simpledet.models.neck.fpn import FpnNeck, RetinaFpnNeck
 
-__all__ = ["FpnNeck", "IdentityNeck", "Neck", "build_neck"]
+__all__ = ["FpnNeck", "IdentityNeck", "Neck", "RetinaFpnNeck", "build_neck"]
 
 
 def build_neck(neck_cfg):

@@ -1,4 +1,5 @@
-"""The neck contract: backbone features -> the feature maps the RPN and the RoI extractor read.
+"""The neck contract: backbone features -> the feature maps the dense head (the RPN, RetinaNet's
+head) and the RoI extractor read.
 
 A neck exposes ``rpn_feature_names`` / ``roi_feature_names`` (finest first) and ``strides``; its
 ``get_features`` maps the backbone's dict to a dict holding at least those names.
@@ -13,8 +14,10 @@ class Neck:
     """Base class of necks.
 
     Attributes:
-        rpn_feature_names: names of the RPN's input maps, ascending stride.
-        roi_feature_names: names of the maps RoIAlign pools from, ascending stride.
+        rpn_feature_names: names of the dense head's input maps (the RPN's, or RetinaNet's
+            head's), ascending stride.
+        roi_feature_names: names of the maps RoIAlign pools from, ascending stride (none for
+            a one-stage detector).
         strides: {name: stride} of every name above.
     """
 
