@@ -24,14 +24,18 @@ POLYGON_NOTE = ("gt polygons: one 16-vertex ellipse inscribed in each box, ours 
 
 
 def run_description(settings, cfg):
-    """What every result shares (stored under "ours")."""
-    return {"config": settings.config, "name": cfg.name, "precision": settings.precision,
-            "batch": settings.batch, "size": list(settings.size), "device": str(settings.device),
-            "threads": settings.threads, "iters": settings.iters, "warmup": settings.warmup,
-            "backbone": cfg.backbone.arch_name, "neck": cfg.neck.type,
-            "normalizer": cfg.backbone.normalizer,
-            "rpn_train_post_nms": cfg.rpn.train_post_nms,
-            "rpn_test_post_nms": cfg.rpn.test_post_nms}
+    """What every result shares (stored under "ours"); the proposal counts only for families
+    with an RPN, the neck type 'p3-p7' for RetinaNet's (it has one kind)."""
+    description = {
+        "config": settings.config, "name": cfg.name, "family": type(cfg).__name__,
+        "precision": settings.precision, "batch": settings.batch, "size": list(settings.size),
+        "device": str(settings.device), "threads": settings.threads, "iters": settings.iters,
+        "warmup": settings.warmup, "backbone": cfg.backbone.arch_name,
+        "neck": getattr(cfg.neck, "type", "p3-p7"), "normalizer": cfg.backbone.normalizer}
+    if hasattr(cfg, "rpn"):
+        description.update(rpn_train_post_nms=cfg.rpn.train_post_nms,
+                           rpn_test_post_nms=cfg.rpn.test_post_nms)
+    return description
 
 
 def combine(settings, cfg, results):

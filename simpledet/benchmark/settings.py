@@ -158,6 +158,10 @@ def resolve_settings(args):
     if args.warmup < 0:
         raise SettingsError(f"--warmup {args.warmup}: must be >= 0")
     base = quiet_load_config(args.config, args.overrides)
+    if args.peer == "gluoncv" and not hasattr(base, "rpn"):
+        raise SettingsError(f"--peer gluoncv compares Faster R-CNN-family configs (GluonCV's "
+                            f"Faster R-CNN); {args.config} is a {type(base).__name__}: leave "
+                            f"--peer out")
     device, note = resolve_device(args, base)
     return Settings(
         config=args.config, overrides=tuple(args.overrides),

@@ -1,6 +1,7 @@
 """Typed, validated experiment configs: the schema mechanism, the settings every family shares
 (``common.DetectorConfig``), the family schemas (Faster R-CNN, Mask R-CNN, Cascade R-CNN,
-RetinaNet), and loading / overriding / dumping / diffing config files. See DESIGN.md and ``config/``.
+RetinaNet), and loading / overriding / dumping / diffing config files. See DESIGN.md and
+``config/``.
 """
 from simpledet.config.cascade_rcnn import CascadeRcnnConfig
 from simpledet.config.common import COCO_CLASS_NAMES, DetectorConfig

@@ -48,6 +48,10 @@ class RetinaHeadConfig(Section):
     Attributes:
         num_convs: 3x3 conv + ReLU layers in each tower (classification, regression).
         conv_channels: their channels.
+        weight_std: standard deviation of the Gaussian init of every head conv (towers and
+            predictors). 0.01 is the paper's for 256 channels; narrower towers shrink the
+            signal more per layer (a factor ~ sqrt(9 * channels / 2) * std), so small CPU
+            models start faster with a larger value.
         prior_prob: every anchor's initial foreground probability (the class logits' bias is
             -log((1 - p) / p)).
         focal_alpha / focal_gamma: the focal loss's weight of positives and focusing exponent.
@@ -57,6 +61,7 @@ class RetinaHeadConfig(Section):
 
     num_convs: int = field(4, check=positive)
     conv_channels: int = field(256, check=positive)
+    weight_std: float = field(0.01, check=positive)
     prior_prob: float = field(0.01, check=fraction)
     focal_alpha: float = field(0.25, check=fraction)
     focal_gamma: float = field(2.0, check=non_negative)

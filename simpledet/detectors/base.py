@@ -5,14 +5,16 @@ A detector family is one subclass of :class:`Detector`, built from its config cl
 nothing else of it. Layouts (B images per device, (Hb, Wb) the padded bucket):
 
 Train inputs (``train_data_names``, each with the image as axis 0 so Module can split a batch
-over contexts; shapes and dtypes in ``simpledet.data.layout``):
+over contexts; shapes and dtypes in ``simpledet.data.layout``): the batch arrays the train graph
+reads, data first, out of
     data (B, 3, Hb, Wb) float32 normalized pixels; im_info (B, 3) [height, width, scale] of
     the resized image; gt_boxes (B, G, 5) [x1, y1, x2, y2, class] "+1" boxes in input pixels,
     padding rows -1; then the arrays of the family's loader targets,
     :meth:`Detector.target_assigners` (Faster R-CNN: one RpnAnchorAssigner, rpn_label (B, N),
     rpn_target and rpn_weight (B, 4N) for the N anchors of :meth:`Detector.rpn_levels`, then,
     with roi_sampler.crowd_iof, a CrowdRegionAssigner, gt_crowd (B, M, 4) crowd regions padded
-    with -1 rows).
+    with -1 rows; RetinaNet: one RetinaAnchorAssigner, and its graph reads neither im_info
+    nor gt_boxes).
 Train outputs: one ``MakeLoss`` per name of ``loss_names``, each a (1,) value normalized over
     this device's samples (the optimizer averages the devices' gradients).
 Test inputs (``test_data_names``): data, im_info.
@@ -118,8 +120,9 @@ class Detector:
     # --- what the loader and bind need --------------------------------------------------------
 
     def rpn_levels(self, bucket_h, bucket_w):
-        """[(stride, feat_h, feat_w)] of the levels the loader's anchor targets are made for,
-        for a padded (bucket_h, bucket_w) input; [] when the family needs no anchor targets."""
+        """[(stride, feat_h, feat_w)] of the RPN levels the loader's anchor targets are made
+        for, for a padded (bucket_h, bucket_w) input; [] when the family has no RPN (RetinaNet's
+        levels: ``RetinaNet.anchor_levels``)."""
         return []
 
     def target_assigners(self, buckets=None):

@@ -27,9 +27,9 @@ the post-processing op from (stride, scales, ratios) as the loader makes them.
 
 Parameters (prefix ``retina_``): ``retina_cls_conv{i}_{weight,bias}``,
 ``retina_bbox_conv{i}_{weight,bias}`` (i = 1..num_convs), ``retina_cls_logit_{weight,bias}``,
-``retina_bbox_delta_{weight,bias}``. Weights N(0, 0.01), biases 0 except the class logits'
-bias, -log((1 - prior_prob) / prior_prob), so every anchor starts at probability prior_prob and
-the many background anchors do not swamp the first iterations.
+``retina_bbox_delta_{weight,bias}``. Weights N(0, weight_std), 0.01 by default; biases 0
+except the class logits' bias, -log((1 - prior_prob) / prior_prob), so every anchor starts at
+probability prior_prob and the many background anchors do not swamp the first iterations.
 """
 import math
 
@@ -79,7 +79,7 @@ class RetinaHead:
     def _shared_layers(self):
         """{layer: (weight, bias)}: one set of variables, applied on every level."""
         head = self.head_cfg
-        gauss = mx.init.Normal(0.01)
+        gauss = mx.init.Normal(head.weight_std)
         prior_bias = -math.log((1.0 - head.prior_prob) / head.prior_prob)
         layers = {}
         for tower in ("cls", "bbox"):
