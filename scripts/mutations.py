@@ -195,4 +195,20 @@ MUTATIONS = (
         old="kwargs = dict(bbox_means=str(means), bbox_stds=str(stds))",
         new="kwargs = dict(bbox_means=str(means), bbox_stds=str((0.1, 0.1, 0.2, 0.2)))",
         tests=("tests/ops/test_box_decode.py",)),
+    Mutation(
+        name="retina_logit_layout",
+        claim="RetinaNet's loss reads class channel a * C + c as anchor a, class c + 1 (the "
+              "layout of retina_label and of the post-processing op)",
+        file="simpledet/models/dense_heads/retina_head.py",
+        old="split = mx.sym.reshape(logit, shape=(0, num_a, num_c, -1),",
+        new="split = mx.sym.reshape(logit, shape=(0, num_c, num_a, -1),",
+        tests=("tests/detectors/test_retinanet.py::"
+               "test_loss_layout_of_the_logits_and_deltas_is_the_loaders",)),
+    Mutation(
+        name="retina_class_labels",
+        claim="a foreground RetinaNet anchor is labelled with its matched gt's class",
+        file="simpledet/data/targets/retina.py",
+        old='out["labels"][positive] = classes[matched[positive]]',
+        new='out["labels"][positive] = classes.min()',
+        tests=("tests/data/test_retina_targets.py",)),
 )

@@ -310,3 +310,55 @@ def test_test_symbol_gives_dets_decoded_into_original_pixels(photos_batches):
         assert len(result["boxes"]) == cfg.test.max_det
         assert result["boxes"][:, 2].max() <= width and result["boxes"][:, 3].max() <= height
         np.testing.assert_allclose(result["scores"], image_dets[:, 4])
+
+
+def test_loss_layout_of_the_logits_and_deltas_is_the_loaders():
+    """The loss reads channel a * C + c of level l at (y, x) as anchor (l, a, y, x), class c + 1,
+    the order of retina_label (and of retina_postprocess's channels), and the deltas in
+    retina_target's raw (level, a * 4 + k, y, x) order."""
+    model = RetinaNet(tiny_cfg())
+    head = model.head
+    num_a, num_c = 9, len(photos.CLASS_NAMES)
+    sizes = [(4, 6), (2, 3), (1, 2), (1, 1), (1, 1)]
+    logits = [mx.sym.var(f"l{i}") for i in range(5)]
+    deltas = [mx.sym.var(f"d{i}") for i in range(5)]
+    rng = np.random.default_rng(0)
+    values = {f"l{i}": rng.standard_normal((2, num_a * num_c, h, w)) for i, (h, w) in
+              enumerate(sizes)}
+    values.update({f"d{i}": rng.standard_normal((2, 4 * num_a, h, w)) for i, (h, w) in
+                   enumerate(sizes)})
+    group = mx.sym.Group([head._anchor_logits(logits), head._flat_deltas(deltas)])
+    executor = group.bind(mx.cpu(), {k: mx.nd.array(v) for k, v in values.items()})
+    anchor_logits, flat_deltas = (o.asnumpy() for o in executor.forward())
+    expected_logits, expected_deltas = [], []
+    for i, (h, w) in enumerate(sizes):
+        level = values[f"l{i}"].reshape(2, num_a, num_c, h, w)
+        for a in range(num_a):
+            for y in range(h):
+                for x in range(w):
+                    expected_logits.append(level[:, a, :, y, x])  # anchor (l, a, y, x)
+        expected_deltas.append(values[f"d{i}"].reshape(2, -1))
+    np.testing.assert_allclose(anchor_logits, np.stack(expected_logits, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(flat_deltas, np.concatenate(expected_deltas, axis=1), rtol=1e-6)
+
+
+def test_head_norm_options_share_convs_and_gn_but_not_bn():
+    levels = ("p3", "p4", "p5", "p6", "p7")
+    gn = RetinaNet(tiny_cfg(**{"head.norm": "gn", "head.norm_groups": 8})).get_train_symbol()
+    gn_args = [n for n in gn.list_arguments() if "_gn" in n]
+    assert sorted(gn_args) == sorted(f"retina_{tower}_gn{i}_{kind}" for tower in ("cls", "bbox")
+                                     for i in range(1, 5) for kind in ("gamma", "beta"))
+    bn_model = RetinaNet(tiny_cfg(**{"head.norm": "bn"}))
+    bn = bn_model.get_train_symbol()
+    bn_args = [n for n in bn.list_arguments() if "_bn" in n and n.startswith("retina_")]
+    assert sorted(bn_args) == sorted(
+        f"retina_{tower}_bn{i}_{level}_{kind}" for tower in ("cls", "bbox")
+        for i in range(1, 5) for level in levels for kind in ("gamma", "beta"))
+    assert "retina_cls_bn4_p7_moving_var" in bn.list_auxiliary_states()
+    conv_args = {n for n in bn.list_arguments() if n.startswith("retina_") and "_conv" in n}
+    assert len(conv_args) == 2 * 4 * 2  # still one set of conv weights
+    assert bn_model.anchor_levels(256, 384) == feature_levels(256, 384, STRIDES)
+    _, out_shapes, _ = bn.infer_shape(**bn_model.train_data_shapes(2, 256, 384))
+    assert out_shapes == [(1,), (1,)]
+    with pytest.raises(Exception, match="must divide head.conv_channels"):
+        tiny_cfg(**{"head.norm": "gn", "head.norm_groups": 32})

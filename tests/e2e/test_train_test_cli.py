@@ -1,15 +1,15 @@
-"""End to end through the real CLIs: detection_train.py trains the shapes FPN layout a few
-iterations at 64x80 (``--set`` overrides), detection_test.py evaluates that checkpoint on a val
-split and writes a COCO results json that must be valid for the annotation file it came from:
-the json's own image ids (not 1..N) and category ids (3 and 7, not labels 1..K), scores in
-(0, 1], and xywh boxes in each original image's frame.
+"""End to end through the real CLIs: detection_train.py trains the shapes FPN layout (Faster
+R-CNN, and RetinaNet) a few iterations at 64x80 (``--set`` overrides), detection_test.py
+evaluates that checkpoint on a val split and writes a COCO results json that must be valid for
+the annotation file it came from: the json's own image ids (not 1..N) and category ids (3 and
+7, not labels 1..K), scores in (0, 1], and xywh boxes in each original image's frame.
 
 The coordinate map is checked exactly: val image 25 is image 11 (64x80, scale 1) with every
 pixel doubled (128x160, scale 0.5); the resize gives the network the same input for both, so
 image 25's results must be image 11's with every xywh number doubled (same scores, same
 classes). A box left in network-input coordinates, scaled back twice or by the wrong axis
 fails it. The other val images (a 120x96 portrait, a 32x40 landscape upscaled 2x) must keep
-every box inside their original frame. About 10 s on 2 cores.
+every box inside their original frame. About 10 s per family on 2 cores.
 """
 import json
 import math
@@ -20,9 +20,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "config" / "shapes" / "faster_fpn.py"
+# config, and what it needs beyond the shared overrides
+FAMILIES = {
+    # no proposal size filter: its threshold scales with im_info[2], which would treat the
+    # doubled image differently
+    "faster": (REPO / "config" / "shapes" / "faster_fpn.py", ["rpn.min_box_size=0"]),
+    # 4 iterations leave every probability near the 0.01 prior: a threshold below it
+    "retina": (REPO / "config" / "shapes" / "retina_fpn.py", ["test.score_thresh=0.001"]),
+}
 CATEGORIES = {3: "circle", 7: "square"}  # json ids with a gap, mapped to labels 1, 2
 # (image id, height, width): ids not 1..N; landscape and portrait; scales 1, 0.5, 0.67, 2
 VAL_IMAGES = [(11, 64, 80), (25, 128, 160), (40, 120, 96), (52, 32, 40)]
@@ -64,9 +72,9 @@ def write_split(root, split, images, seed, doubled=None):
     return content
 
 
-def run(script, overrides, *args):
+def run(script, config, overrides, *args):
     completed = subprocess.run(
-        [sys.executable, str(REPO / script), "--config", str(CONFIG), *args, "--set",
+        [sys.executable, str(REPO / script), "--config", str(config), *args, "--set",
          *overrides], cwd=REPO, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert completed.returncode == 0, (script, completed.stdout[-3000:],
@@ -74,7 +82,9 @@ def run(script, overrides, *args):
     return completed
 
 
-def test_train_then_test_cli_writes_valid_coco_results(tmp_path):
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_train_then_test_cli_writes_valid_coco_results(tmp_path, family):
+    config, family_overrides = FAMILIES[family]
     data = tmp_path / "data"
     write_split(data, "train", TRAIN_IMAGES, seed=0)
     val = write_split(data, "val", VAL_IMAGES, seed=1, doubled=DOUBLED)
@@ -84,15 +94,13 @@ def test_train_then_test_cli_writes_valid_coco_results(tmp_path):
                  "train.images_per_device=1", "test.images_per_device=1",
                  "train.iters_at_batch16=1", "train.lr_steps_at_batch16=()",
                  "train.warmup_iters=1", "train.log_interval=1", "train.tensorboard=False",
-                 # no proposal size filter: its threshold scales with im_info[2], which would
-                 # treat the doubled image differently
-                 "rpn.min_box_size=0", f"output_root={tmp_path / 'experiments'}", "name=e2e"]
-    run("detection_train.py", overrides, "--max-iter", str(ITERATIONS))
+                 f"output_root={tmp_path / 'experiments'}", "name=e2e", *family_overrides]
+    run("detection_train.py", config, overrides, "--max-iter", str(ITERATIONS))
     experiment = tmp_path / "experiments" / "e2e"
     assert (experiment / "checkpoints" / f"iter_{ITERATIONS:07d}").is_dir()
 
     ap_file = tmp_path / "ap.json"
-    tested = run("detection_test.py", overrides, "--json", str(ap_file))
+    tested = run("detection_test.py", config, overrides, "--json", str(ap_file))
     assert "Average Precision" in tested.stdout
     bbox = json.loads(ap_file.read_text())["bbox"]
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(bbox)

@@ -6,7 +6,7 @@ freeze patterns see the same names whichever normalizer a config picks.
 """
 import mxnet as mx
 
-__all__ = ["NORMALIZER_KINDS", "Normalizer", "make_normalizer"]
+__all__ = ["NORMALIZER_KINDS", "Normalizer", "group_norm", "make_normalizer"]
 
 NORMALIZER_KINDS = ("fixbn", "bn", "syncbn", "gn")
 _BN_EPS = 1e-5
@@ -66,20 +66,35 @@ class Normalizer:
 
 
 def _group_norm(data, name, channels):
+    return group_norm(data, name, channels)
+
+
+def group_norm(data, name, channels, gamma=None, beta=None, num_groups=_GN_GROUPS):
     """GroupNorm with a per-channel affine.
 
     MXNet 1.9's GroupNorm op has per-*group* gamma/beta of shape (num_groups,); the paper (and
     detectron2, and GN-pretrained weights) use per-channel ones. So the op normalizes with a
     constant unit affine and the (channels,) gamma/beta are applied after it.
+
+    Args:
+        data: (B, channels, H, W) Symbol.
+        name: layer name (its ops' names; the parameters' too unless given).
+        channels: channel count of ``data``, divisible by ``num_groups``.
+        gamma, beta: (channels,) variables to use (a layer shared by several inputs, as
+            RetinaNet's head towers over the pyramid levels); None creates ``{name}_gamma`` /
+            ``{name}_beta``.
+        num_groups: channel groups.
     """
-    if channels % _GN_GROUPS:
+    if channels % num_groups:
         raise ValueError(f"GroupNorm layer {name}: {channels} channels are not divisible by "
-                         f"{_GN_GROUPS} groups")
-    gamma = mx.sym.var(f"{name}_gamma", shape=(channels,))
-    beta = mx.sym.var(f"{name}_beta", shape=(channels,))
-    unit_gamma = mx.sym.ones(shape=(_GN_GROUPS,), name=f"{name}_unit_gamma")
-    zero_beta = mx.sym.zeros(shape=(_GN_GROUPS,), name=f"{name}_zero_beta")
-    normed = mx.sym.GroupNorm(data, unit_gamma, zero_beta, num_groups=_GN_GROUPS, eps=_GN_EPS,
+                         f"{num_groups} groups")
+    if gamma is None:
+        gamma = mx.sym.var(f"{name}_gamma", shape=(channels,))
+    if beta is None:
+        beta = mx.sym.var(f"{name}_beta", shape=(channels,))
+    unit_gamma = mx.sym.ones(shape=(num_groups,), name=f"{name}_unit_gamma")
+    zero_beta = mx.sym.zeros(shape=(num_groups,), name=f"{name}_zero_beta")
+    normed = mx.sym.GroupNorm(data, unit_gamma, zero_beta, num_groups=num_groups, eps=_GN_EPS,
                               name=name)
     scaled = mx.sym.broadcast_mul(normed, mx.sym.reshape(gamma, shape=(1, -1, 1, 1),
                                                          name=f"{name}_gamma_4d"),

@@ -2,8 +2,12 @@
 
 Features: two towers of ``num_convs`` 3x3 convs + ReLU (``conv_channels`` each), one for
 classification and one for box regression, on every pyramid level with one set of weights
-(the same variables are applied to p3..p7). Predictor: a 3x3 conv to A * C class logits (one
-sigmoid per foreground class, no background logit) and a 3x3 conv to 4A class-agnostic deltas.
+(the same variables are applied to p3..p7). Optionally (``norm``, detectron2's option) a
+normalization between conv and ReLU: 'gn', a GroupNorm shared over the levels like the convs
+(FCOS's choice), or 'bn', one BatchNorm per level and layer (detectron2's "domain-specific"
+BN: the levels' statistics differ, the conv weights are still shared). Predictor: a 3x3
+conv to A * C class logits (one sigmoid per foreground class, no background logit) and a 3x3
+conv to 4A class-agnostic deltas.
 Loss: sigmoid focal loss (``simpledet.ops.sigmoid_focal_loss``, normalized by the foreground
 anchors of the batch on this device) and smooth L1 (or L1) on the foreground anchors' deltas,
 divided by the same count. Post-processing: sigmoid, then ``simpledet.ops.retina_postprocess``
@@ -27,15 +31,18 @@ the post-processing op from (stride, scales, ratios) as the loader makes them.
 
 Parameters (prefix ``retina_``): ``retina_cls_conv{i}_{weight,bias}``,
 ``retina_bbox_conv{i}_{weight,bias}`` (i = 1..num_convs), ``retina_cls_logit_{weight,bias}``,
-``retina_bbox_delta_{weight,bias}``. Weights N(0, weight_std), 0.01 by default; biases 0
-except the class logits' bias, -log((1 - prior_prob) / prior_prob), so every anchor starts at
-probability prior_prob and the many background anchors do not swamp the first iterations.
+``retina_bbox_delta_{weight,bias}``; with GN ``retina_{cls,bbox}_gn{i}_{gamma,beta}`` (1, 0),
+with BN ``retina_{cls,bbox}_bn{i}_{level}_{gamma,beta}`` and their moving statistics.
+Conv weights N(0, 0.01), biases 0 except the class logits' bias, -log((1 - prior_prob) /
+prior_prob), so every anchor starts at probability prior_prob and the many background anchors
+do not swamp the first iterations.
 """
 import math
 
 import mxnet as mx
 
 from simpledet.models import losses
+from simpledet.models.backbone.normalizer import group_norm
 from simpledet.ops import retina_postprocess, sigmoid_focal_loss
 
 __all__ = ["RetinaHead"]
@@ -73,13 +80,13 @@ class RetinaHead:
 
     # --- features and predictor ---------------------------------------------------------------
 
-    def _var(self, name, init):
-        return mx.sym.var(f"{self.prefix}{name}", init=init)
+    def _var(self, name, init, shape=None):
+        return mx.sym.var(f"{self.prefix}{name}", init=init, shape=shape)
 
     def _shared_layers(self):
         """{layer: (weight, bias)}: one set of variables, applied on every level."""
         head = self.head_cfg
-        gauss = mx.init.Normal(head.weight_std)
+        gauss = mx.init.Normal(0.01)
         prior_bias = -math.log((1.0 - head.prior_prob) / head.prior_prob)
         layers = {}
         for tower in ("cls", "bbox"):
@@ -87,6 +94,11 @@ class RetinaHead:
                 layers[f"{tower}_conv{i}"] = (self._var(f"{tower}_conv{i}_weight", gauss),
                                               self._var(f"{tower}_conv{i}_bias",
                                                         mx.init.Zero()))
+                if head.norm == "gn":
+                    shape = (head.conv_channels,)
+                    layers[f"{tower}_gn{i}"] = (
+                        self._var(f"{tower}_gn{i}_gamma", mx.init.One(), shape),
+                        self._var(f"{tower}_gn{i}_beta", mx.init.Zero(), shape))
         layers["cls_logit"] = (self._var("cls_logit_weight", gauss),
                                self._var("cls_logit_bias", mx.init.Constant(prior_bias)))
         layers["bbox_delta"] = (self._var("bbox_delta_weight", gauss),
@@ -104,6 +116,13 @@ class RetinaHead:
         for i in range(1, self.head_cfg.num_convs + 1):
             out = self._conv3x3(out, layers[f"{tower}_conv{i}"], self.head_cfg.conv_channels,
                                 f"{tower}_conv{i}_{level}")
+            if self.head_cfg.norm == "gn":
+                gamma, beta = layers[f"{tower}_gn{i}"]
+                out = group_norm(out, f"{tower}_gn{i}_{level}", self.head_cfg.conv_channels,
+                                 gamma, beta, self.head_cfg.norm_groups)
+            elif self.head_cfg.norm == "bn":  # one BatchNorm per level: its own statistics
+                out = mx.sym.BatchNorm(out, fix_gamma=False, use_global_stats=False,
+                                       momentum=0.9, eps=1e-5, name=f"{tower}_bn{i}_{level}")
             out = mx.sym.Activation(out, act_type="relu", name=f"{tower}_relu{i}_{level}")
         return out
 
