@@ -1,7 +1,7 @@
 """Evaluates a trained detector on the config's val split with COCO AP.
 
     python detection_test.py --config config/faster_r50v1_fpn_1x.py [--iter N] [--json OUT]
-        [--vis K] [--set KEY=VALUE ...] [--gpus 0,1 | --cpus N]
+        [--vis K [--vis-score S]] [--set KEY=VALUE ...] [--gpus 0,1 | --cpus N]
 
 Builds the model from the experiment's saved config (experiments/<name>/config.json, with this
 command's --set applied; differences from the config file are logged), loads its latest
@@ -9,8 +9,8 @@ checkpoint (or iteration N), runs the test graph over the val split, writes the 
 to experiments/<name>/results_iter_<N>_bbox.json (with each detection's RLE mask for Mask
 R-CNN), prints COCOeval's summary of each of the detector's evaluations (bbox; bbox and segm
 for Mask R-CNN), writes {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, ...} to --json
-and, with --vis K, draws K images with their detections (and masks) to
-experiments/<name>/vis/iter_<N>/.
+and, with --vis K, draws K images with their detections scoring >= --vis-score (0.5; and masks)
+to experiments/<name>/vis/iter_<N>/ (simpledet.utils.draw, as scripts/demo.py draws).
 
 Errors are one 'error: ...' line on stderr (--debug adds the Python traceback): exit code 2 for
 bad input (config, data, checkpoint), 1 when a loader worker died, 130 on Ctrl-C.
@@ -33,6 +33,8 @@ def parse_args(argv=None):
     parser.add_argument("--json", default=None, metavar="OUT", help="write the AP numbers here")
     parser.add_argument("--vis", type=int, default=0, metavar="K",
                         help="draw K images with their detections")
+    parser.add_argument("--vis-score", type=float, default=0.5, metavar="S",
+                        help="--vis draws the detections scoring >= S (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -67,7 +69,7 @@ def main(argv=None):
 
     try:
         run_test(cfg, build_detector(cfg), make_contexts(cfg.runtime), iteration=args.iter,
-                 json_out=args.json, vis=args.vis)
+                 json_out=args.json, vis=args.vis, vis_score=args.vis_score)
     except (DatasetError, CheckpointError, LoaderError) as err:
         return fail(str(err), code=1 if isinstance(err, WorkerDiedError) else 2)
     except KeyboardInterrupt:

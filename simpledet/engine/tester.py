@@ -12,10 +12,9 @@ import json
 import logging
 import os
 
-import numpy as np
-
 from simpledet.detectors.base import decode_detections
 from simpledet.engine.module import GraphModule, to_data_batch
+from simpledet.utils.draw import DEFAULT_SCORE_THRESH, write_picture
 
 logger = logging.getLogger("simpledet.test")
 
@@ -95,52 +94,14 @@ def write_json(payload, path):
     return path
 
 
-def _class_color(label):
-    import cv2
-
-    hue = (int(label) * 47) % 180
-    return tuple(int(c) for c in cv2.cvtColor(np.uint8([[[hue, 200, 255]]]),
-                                              cv2.COLOR_HSV2BGR)[0, 0])
-
-
-def draw_detections(image_rgb, det, class_names, score_thresh=0.3):
-    """Draws boxes with 'class score' labels, and masks (half-transparent, in the box's
-    colour) when ``det`` has "masks" (RLE dicts or (N, H, W) binary arrays); returns a BGR
-    image for cv2.imwrite."""
-    import cv2
-
-    canvas = np.ascontiguousarray(image_rgb[:, :, ::-1])
-    masks = det.get("masks")
-    if masks is not None:
-        from pycocotools import mask as mask_utils
-
-        for i, (score, label) in enumerate(zip(det["scores"], det["classes"])):
-            if score < score_thresh:
-                continue
-            mask = mask_utils.decode(masks[i]) if isinstance(masks[i], dict) else masks[i]
-            inside = np.asarray(mask, dtype=bool)
-            canvas[inside] = (0.5 * canvas[inside] + 0.5 * np.array(_class_color(label))
-                              ).astype(np.uint8)
-    for box, score, label in zip(det["boxes"], det["scores"], det["classes"]):
-        if score < score_thresh:
-            continue
-        x1, y1, x2, y2 = (round(float(v)) for v in box)
-        color = _class_color(label)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 2)
-        name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(label)
-        cv2.putText(canvas, f"{name} {score:.2f}", (x1, max(10, y1 - 3)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
-    return canvas
-
-
-def visualize(records, detections, class_names, out_dir, count, score_thresh=0.3):
-    """Writes the first ``count`` images with their detections to out_dir/<image_id>.png.
+def visualize(records, detections, class_names, out_dir, count,
+              score_thresh=DEFAULT_SCORE_THRESH):
+    """Writes the first ``count`` images with their detections scoring >= score_thresh to
+    out_dir/<image_id>.png (simpledet.utils.draw: small images upscaled, one colour per class).
 
     Returns:
         the written paths.
     """
-    import cv2
-
     from simpledet.data.coco import read_image
 
     by_id = {d["image_id"]: d for d in detections}
@@ -151,13 +112,12 @@ def visualize(records, detections, class_names, out_dir, count, score_thresh=0.3
         if det is None:
             continue
         path = os.path.join(out_dir, f"{record['image_id']}.png")
-        cv2.imwrite(path, draw_detections(read_image(record), det, class_names, score_thresh))
-        paths.append(path)
+        paths.append(write_picture(path, read_image(record), det, class_names, score_thresh))
     return paths
 
 
 def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
-             num_workers=None, experiment_dir=None):
+             vis_score=DEFAULT_SCORE_THRESH, num_workers=None, experiment_dir=None):
     """Evaluates a checkpoint on the val split.
 
     Args:
@@ -168,6 +128,7 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
         iteration: checkpoint iteration (default: the latest).
         json_out: write {eval type: {AP..APl}} here (see bbox_json).
         vis: draw this many images to <experiment_dir>/vis/iter_<N>/.
+        vis_score: the least score drawn.
         num_workers: loader workers (default cfg.input.loader_workers).
         experiment_dir: default cfg.experiment_dir.
 
@@ -209,6 +170,6 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
         logger.info("AP numbers: %s", json_out)
     if vis:
         paths = visualize(dataset.records, detections, dataset.class_names,
-                          os.path.join(experiment_dir, "vis", name), vis)
+                          os.path.join(experiment_dir, "vis", name), vis, vis_score)
         logger.info("%d pictures in %s", len(paths), os.path.join(experiment_dir, "vis", name))
     return summaries
