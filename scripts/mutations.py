@@ -211,4 +211,32 @@ MUTATIONS = (
         old='out["labels"][positive] = classes[matched[positive]]',
         new='out["labels"][positive] = classes.min()',
         tests=("tests/data/test_retina_targets.py",)),
+    Mutation(
+        name="draw_upscale",
+        claim="small images are drawn upscaled to 640 pixels on the long side",
+        file="simpledet/utils/draw.py",
+        old="return max(1.0, float(min_long_side) / max(int(height), int(width), 1))",
+        new="return 1.0",
+        tests=("tests/utils/test_draw.py",)),
+    Mutation(
+        name="draw_label_inside",
+        claim="a label is shifted into the picture when its box touches the right edge",
+        file="simpledet/utils/draw.py",
+        old="left = min(max(x1, 0), canvas_w - label_w)",
+        new="left = x1",
+        tests=("tests/utils/test_draw.py",)),
+    Mutation(
+        name="draw_label_spots",
+        claim="a label that would cover an earlier one moves inside or below its box",
+        file="simpledet/utils/draw.py",
+        old="for top in (y1 - label_h, y1, y2 + 1):",
+        new="for top in (y1 - label_h,):",
+        tests=("tests/utils/test_draw.py",)),
+    Mutation(
+        name="demo_resize",
+        claim="the demo resizes an image as the test loader does (short side to input.short)",
+        file="simpledet/engine/inference.py",
+        old="resized, im_info = resize_image(image_rgb, cfg.input.short, cfg.input.long)",
+        new="resized, im_info = resize_image(image_rgb, cfg.input.short - 8, cfg.input.long)",
+        tests=("tests/engine/test_inference.py",)),
 )

@@ -15,7 +15,8 @@ from simpledet.engine.inference import WeightsError, check_weights, load_weights
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("hw", [(203, 131), (45, 70), (600, 900)])
+# the short side limits the scale of the near-square ones, the long side of the others
+@pytest.mark.parametrize("hw", [(203, 131), (45, 70), (600, 900), (100, 110), (117, 100)])
 def test_preprocess_equals_the_test_loader(tmp_path, hw):
     cfg = load_config(str(REPO / "config" / "shapes" / "faster_fpn.py"),
                       ["input.short=64", "input.long=80", "test.images_per_device=1"])
