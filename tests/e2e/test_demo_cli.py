@@ -44,13 +44,18 @@ def initialised_params(cfg, class1_bias=6.0):
     module.init_params(detector.initializer())
     arg_params, aux_params = module.get_params()
     num_classes = len(cfg.dataset.class_names)
-    for name in ("bbox_cls_logit_bias", "retina_cls_logit_bias"):
-        if name in arg_params:
+    raised = 0
+    for name in list(arg_params):
+        # softmax heads (every cascade stage): [background, class 1, ...]; RetinaNet's sigmoid
+        # logits: anchor a's classes at a * C + c
+        softmax = re.fullmatch(r"bbox_cls_logit(_\w+)?_bias", name)
+        if softmax or name == "retina_cls_logit_bias":
             bias = arg_params[name].asnumpy()
-            # softmax: [background, class 1, ...]; sigmoid: anchor a's classes at a * C + c
-            view = bias.reshape(-1, num_classes + 1 if name.startswith("bbox") else num_classes)
-            view[:, 1 if name.startswith("bbox") else 0] = class1_bias
+            view = bias.reshape(-1, num_classes + 1 if softmax else num_classes)
+            view[:, 1 if softmax else 0] = class1_bias
             arg_params[name] = mx.nd.array(bias)
+            raised += 1
+    assert raised, "no classification bias found"
     return arg_params, aux_params
 
 
@@ -177,3 +182,20 @@ def test_bad_images_are_one_line_each_naming_the_file(setup, tmp_path):
                       f"error: {corrupt}: cannot decode image (corrupt file or unsupported "
                       "format)"], proc.stderr
     assert not (tmp_path / "out").exists()  # stopped before the model: nothing written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["faster_fpn.py", "faster_c4.py", "cascade_fpn.py"])
+def test_other_families_with_a_params_file(setup, tmp_path, config):
+    from simpledet.config import load_config
+    from simpledet.engine.checkpoint import save_params
+
+    params = tmp_path / "model.params"
+    cfg = load_config(str(REPO / "config" / "shapes" / config), SMALL)
+    save_params(params, *initialised_params(cfg))
+    image = setup["images"] / "shapes.png"
+    proc = demo(image, "--params", params, "--out", tmp_path, "--set", *SMALL,
+                f"output_root={tmp_path / 'none'}", config=config)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    picture = check_printed(parse(proc.stdout), image, (256, 320))
+    assert cv2.imread(picture).shape == (512, 640, 3)
