@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_SCORE_THRESH", "MIN_LONG_SIDE", "DrawnDetection", "Layout", "class_color",
            "class_name", "display_scale", "draw_detections", "layout_detections",
-           "select_detections"]
+           "select_detections", "write_picture"]
 
 DEFAULT_SCORE_THRESH = 0.5
 MIN_LONG_SIDE = 640

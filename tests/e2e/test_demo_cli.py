@@ -88,6 +88,8 @@ def setup(tmp_path_factory):
     cv2.rectangle(portrait, (20, 120), (100, 180), (230, 200, 30), -1)
     cv2.imwrite(str(images / "photo.jpg"), portrait, [cv2.IMWRITE_JPEG_QUALITY, 90])
     cv2.imwrite(str(images / "tiny.png"), np.full((30, 45), 200, np.uint8))  # greyscale
+    (images / "again").mkdir()
+    cv2.imwrite(str(images / "again" / "shapes.png"), shapes[::2, ::2])  # a name met twice
     (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 these bytes are no JPEG \xff\xd9")
     return {"root": root, "mask_sets": ["output_root=" + str(experiments), "name=demo_mask"],
             "retina_params": retina_params, "images": images}
@@ -133,7 +135,8 @@ def test_mask_demo_from_the_experiment_draws_and_prints(setup, tmp_path):
     from simpledet.utils.draw import class_color
 
     images = setup["images"]
-    inputs = [images / "shapes.png", images / "photo.jpg", images / "tiny.png"]
+    inputs = [images / "shapes.png", images / "photo.jpg", images / "tiny.png",
+              images / "again" / "shapes.png"]
     out, report = tmp_path / "pictures", tmp_path / "detections.json"
     proc = demo(*inputs, "--out", out, "--json", report, "--set", *setup["mask_sets"])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -142,12 +145,13 @@ def test_mask_demo_from_the_experiment_draws_and_prints(setup, tmp_path):
     assert "using the experiment's saved config" in proc.stdout
     assert "iter_0000003 (iteration 3)" in proc.stdout
     found = parse(proc.stdout)
-    # 256x320 -> 512x640; 203x131 portrait -> 640x413; 30x45 -> 427x640
-    for image, size, drawn in ((inputs[0], (256, 320), (512, 640)),
-                               (inputs[1], (203, 131), (640, 413)),
-                               (inputs[2], (30, 45), (427, 640))):
+    # 256x320 -> 512x640; 203x131 portrait -> 640x413; 30x45 -> 427x640; 128x160 -> 512x640
+    for image, size, drawn, name in ((inputs[0], (256, 320), (512, 640), "shapes.png"),
+                                     (inputs[1], (203, 131), (640, 413), "photo.png"),
+                                     (inputs[2], (30, 45), (427, 640), "tiny.png"),
+                                     (inputs[3], (128, 160), (512, 640), "shapes_2.png")):
         picture = check_printed(found, image, size)
-        assert picture == str(out / (image.stem + ".png"))
+        assert picture == str(out / name)
         pixels = cv2.imread(picture)
         assert pixels is not None and pixels.shape == (*drawn, 3)
         # boxes, labels and masks in the circle colour
