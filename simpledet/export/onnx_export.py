@@ -18,7 +18,8 @@ import types
 
 import numpy as np
 
-__all__ = ["ExportError", "export_symbol", "export_detector", "run_onnx", "unsupported_ops"]
+__all__ = ["ExportError", "compare_detections", "example_inputs", "export_detector",
+           "export_symbol", "initialized_params", "mxnet_outputs", "run_onnx", "unsupported_ops"]
 
 
 class ExportError(Exception):
@@ -123,10 +124,19 @@ def export_symbol(symbol, arg_params, aux_params, input_shapes, path, opset=None
                               f"all): not a checkpoint of this graph")
         raise ExportError(f"no shape given for the graph inputs {unknown}")
     shapes = [tuple(int(d) for d in input_shapes[n]) for n in inputs]
-    graph = MXNetGraph().create_onnx_graph_proto(
-        symbol, params, shapes, [TensorProto.FLOAT] * len(shapes), opset_version=opset,
-        dynamic=False)
+    try:
+        graph = MXNetGraph().create_onnx_graph_proto(
+            symbol, params, shapes, [TensorProto.FLOAT] * len(shapes), opset_version=opset,
+            dynamic=False)
+    except NotImplementedError as err:  # a converter that does not handle these attributes
+        raise ExportError(str(err).strip()) from None
     _order_outputs(graph, symbol)
+    # mx2onnx lists every parameter as a graph input too (IR < 4 style); as plain initializers
+    # they are constants, which onnxruntime folds and fuses
+    constants = {t.name for t in graph.initializer}
+    data_inputs = [i for i in graph.input if i.name not in constants]
+    del graph.input[:]
+    graph.input.extend(data_inputs)
     opset_ids = [helper.make_opsetid("", opset)]
     model = helper.make_model(graph, opset_imports=opset_ids, producer_name="simpledet",
                               ir_version=helper.find_min_ir_version_for(opset_ids))
@@ -214,3 +224,79 @@ def run_onnx(model, inputs):
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     return session.run(None, {n: np.ascontiguousarray(inputs[n], np.float32) for n in names})
+
+
+# --- parity with MXNet ------------------------------------------------------------------------
+
+def initialized_params(detector, input_shapes, seed=0):
+    """(arg_params, aux_params) of the test graph from the detector's initializer, as a
+    training run starts (no checkpoint needed: for trying the export and for parity tests)."""
+    import mxnet as mx
+
+    module = mx.mod.Module(detector.get_test_symbol(), data_names=list(input_shapes),
+                           label_names=None, context=mx.cpu())
+    module.bind(data_shapes=list(input_shapes.items()), for_training=False)
+    mx.random.seed(seed)
+    np.random.seed(seed)
+    module.init_params(detector.initializer())
+    return module.get_params()
+
+
+def mxnet_outputs(detector, arg_params, aux_params, inputs):
+    """The test graph's outputs (numpy arrays, list_outputs order) for {input name: array}."""
+    import mxnet as mx
+
+    symbol = detector.get_test_symbol()
+    module = mx.mod.Module(symbol, data_names=list(inputs), label_names=None,
+                           context=mx.cpu())
+    module.bind(data_shapes=[(k, v.shape) for k, v in inputs.items()], for_training=False)
+    needed = set(symbol.list_arguments()) | set(symbol.list_auxiliary_states())
+    module.set_params({k: v for k, v in arg_params.items() if k in needed},
+                      {k: v for k, v in aux_params.items() if k in needed})
+    module.forward(mx.io.DataBatch([mx.nd.array(v) for v in inputs.values()]), is_train=False)
+    return [out.asnumpy() for out in module.get_outputs()]
+
+
+def example_inputs(cfg, input_shapes, seed=0):
+    """{data, im_info} of the synthetic shapes images (simpledet.data.shapes), rendered at a
+    size that the loader's resize scales by a non-unit factor, preprocessed as the test
+    loader does (resize, normalize, pad to the bucket)."""
+    from simpledet.data.shapes import render_image
+    from simpledet.data.transforms import normalize_pad_chw, resize_image
+
+    batch, _, bucket_h, bucket_w = input_shapes["data"]
+    rng = np.random.default_rng(seed)
+    data = np.zeros((batch, 3, bucket_h, bucket_w), np.float32)
+    im_info = np.zeros((batch, 3), np.float32)
+    for b in range(batch):
+        image, _ = render_image(rng, 150 + 10 * b, 190)
+        resized, im_info[b] = resize_image(image[:, :, ::-1], min(bucket_h, bucket_w),
+                                           max(bucket_h, bucket_w))
+        normalize_pad_chw(resized, cfg.backbone.pixel_mean, cfg.backbone.pixel_std,
+                          (bucket_h, bucket_w), out=data[b])
+    return {name: {"data": data, "im_info": im_info}[name] for name in input_shapes}
+
+
+def compare_detections(reference, exported, rtol=1e-3):
+    """Compares two dets arrays (B, D, 6) [x1, y1, x2, y2, score, class] row by row.
+
+    Returns:
+        {"detections": rows used in the reference, "same_classes": whether the class columns
+        (hence the used rows) are equal, "max_rel_box": max |a - b| / max(|a|, 1) over the
+        used rows' box coordinates, "max_abs_score": max score difference, "ok": same classes
+        and both differences within ``rtol``}.
+    """
+    reference, exported = np.asarray(reference), np.asarray(exported)
+    if reference.shape != exported.shape:
+        return {"detections": int((reference[..., 5] >= 1).sum()), "same_classes": False,
+                "max_rel_box": float("inf"), "max_abs_score": float("inf"), "ok": False}
+    used = reference[..., 5] >= 1
+    same = bool(np.array_equal(reference[..., 5], exported[..., 5]))
+    ref_boxes, got_boxes = reference[used][:, :4], exported[used][:, :4]
+    rel = np.abs(ref_boxes - got_boxes) / np.maximum(np.abs(ref_boxes), 1.0)
+    score = np.abs(reference[used][:, 4] - exported[used][:, 4])
+    max_rel = float(rel.max()) if rel.size else 0.0
+    max_score = float(score.max()) if score.size else 0.0
+    return {"detections": int(used.sum()), "same_classes": same, "max_rel_box": max_rel,
+            "max_abs_score": max_score,
+            "ok": same and max_rel <= rtol and max_score <= rtol}

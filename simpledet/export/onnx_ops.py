@@ -16,6 +16,13 @@ Importing this module registers one converter per op with
   ``NonMaxSuppression`` whose batch axis runs over (image, class) pairs (so boxes of
   different classes never suppress each other, as in the op), then per image the ``TopK``
   max_det by score and the -1 padding.
+- ``_contrib_RetinaPostprocess`` -> per level ``TopK`` of the (anchor, class) scores above
+  score_thresh, their anchors decoded; one ``NonMaxSuppression`` with a class axis; the
+  max_det best survivors (``ScatterND`` + ``TopK``) and the -1 padding.
+- ``_contrib_BoxDecode`` (Cascade R-CNN stages) -> decode and clip with each row's image size
+  (``Gather`` of im_info), padding rows copied.
+- ``pick`` (stock MXNet, used by the Mask R-CNN head; mx2onnx 1.9.1 has no converter) ->
+  ``GatherElements``.
 
 How the ops' conventions are kept: ONNX's NonMaxSuppression computes IoU on continuous boxes,
 the ops on "+1" pixel boxes (width x2 - x1 + 1); feeding it [x1, y1, x2 + 1, y2 + 1] gives the
@@ -148,10 +155,43 @@ def _register():
     MXNetGraph.register("_contrib_PyramidProposal", OPSET)(convert_pyramid_proposal)
     MXNetGraph.register("_contrib_FPNROIAlign", OPSET)(convert_fpn_roi_align)
     MXNetGraph.register("_contrib_DetectionPostprocess", OPSET)(convert_detection_postprocess)
+    MXNetGraph.register("_contrib_BoxDecode", OPSET)(convert_box_decode)
+    MXNetGraph.register("pick", OPSET)(convert_pick)
+    MXNetGraph.register("_contrib_RetinaPostprocess", OPSET)(convert_retina_postprocess)
 
 
 LOWERED_OPS = ("_contrib_PyramidProposal", "_contrib_FPNROIAlign",
-               "_contrib_DetectionPostprocess")
+               "_contrib_DetectionPostprocess", "_contrib_BoxDecode", "_contrib_RetinaPostprocess",
+               "pick")
+
+
+def _level_anchors(g, feature, stride, scales, ratios):
+    """(1, H * W * A, 4) anchors of a (B, *, H, W) level in (y, x, a) order: the base anchors
+    (simpledet.core.anchors) + stride * (x, y, x, y), in float32 as the ops add them."""
+    from onnx import TensorProto
+
+    from simpledet.core.anchors import base_anchors
+
+    zero, one = g.const(0), g.const(1)
+    stride_f = g.float_const(np.float32(stride))
+    coords = []
+    for axis in (2, 3):
+        size = g.op("Squeeze", [g.dim(feature, axis)])
+        coords.append(g.op("Mul", [g.op("Cast", [g.op("Range", [zero, size, one])],
+                                        to=TensorProto.FLOAT), stride_f]))
+    ys = g.op("Reshape", [coords[0], g.const([-1, 1, 1, 1])])
+    xs = g.op("Reshape", [coords[1], g.const([1, -1, 1, 1])])
+    shift = g.op("Add", [g.op("Mul", [xs, g.float_const([1, 0, 1, 0])]),
+                         g.op("Mul", [ys, g.float_const([0, 1, 0, 1])])])
+    base = base_anchors(stride, scales, ratios).reshape(1, 1, -1, 4)
+    return g.op("Reshape", [g.op("Add", [shift, g.float_const(base)]), g.const([1, -1, 4])])
+
+
+def _level_deltas(g, bbox, num_anchors):
+    """(B, H * W * A, 4) deltas of a (B, 4A, H, W) level (channel a * 4 + k), (y, x, a) order."""
+    deltas = g.op("Reshape", [bbox, g.const([0, num_anchors, 4, -1])])
+    return g.op("Reshape", [g.op("Transpose", [deltas], perm=[0, 3, 1, 2]),
+                            g.const([0, -1, 4])])
 
 
 # --- _contrib_PyramidProposal --------------------------------------------------------------
@@ -159,8 +199,6 @@ LOWERED_OPS = ("_contrib_PyramidProposal", "_contrib_FPNROIAlign",
 def convert_pyramid_proposal(node, **kwargs):
     """Lowers _contrib_PyramidProposal (see simpledet.ops.pyramid_proposal for the op)."""
     from onnx import TensorProto
-
-    from simpledet.core.anchors import base_anchors
 
     g = _Builder(node, kwargs)
     attrs = g.attrs
@@ -189,27 +227,11 @@ def convert_pyramid_proposal(node, **kwargs):
     level_boxes, level_scores = [], []
     for level, stride in enumerate(strides):
         cls, bbox = cls_probs[level], bbox_preds[level]
-        # anchors (1, H * W * A, 4) in (y, x, a) order: base + stride * (x, y, x, y)
-        height = g.op("Squeeze", [g.dim(cls, 2)])
-        width = g.op("Squeeze", [g.dim(cls, 3)])
-        stride_f = g.float_const(np.float32(stride))
-        ys = g.op("Mul", [g.op("Cast", [g.op("Range", [zero_i, height, one_i])],
-                               to=TensorProto.FLOAT), stride_f])
-        xs = g.op("Mul", [g.op("Cast", [g.op("Range", [zero_i, width, one_i])],
-                               to=TensorProto.FLOAT), stride_f])
-        ys = g.op("Reshape", [ys, g.const([-1, 1, 1, 1])])
-        xs = g.op("Reshape", [xs, g.const([1, -1, 1, 1])])
-        shift = g.op("Add", [g.op("Mul", [xs, g.float_const([1, 0, 1, 0])]),
-                             g.op("Mul", [ys, g.float_const([0, 1, 0, 1])])])
-        base = base_anchors(stride, scales, ratios).reshape(1, 1, num_anchors, 4)
-        anchors = g.op("Reshape", [g.op("Add", [shift, g.float_const(base)]),
-                                   g.const([1, -1, 4])])
+        anchors = _level_anchors(g, cls, stride, scales, ratios)
         # scores (B, N) and deltas (B, N, 4) in the same order
         scores = g.op("Reshape", [g.op("Transpose", [cls], perm=[0, 2, 3, 1]),
                                   g.const([0, -1])])
-        deltas = g.op("Reshape", [bbox, g.const([0, num_anchors, 4, -1])])
-        deltas = g.op("Reshape", [g.op("Transpose", [deltas], perm=[0, 3, 1, 2]),
-                                  g.const([0, -1, 4])])
+        deltas = _level_deltas(g, bbox, num_anchors)
         x1, y1, x2, y2 = g.box_decode(anchors, deltas, exp_in_double=True)
         x1, x2 = g.clip(x1, w_minus_1), g.clip(x2, w_minus_1)
         y1, y2 = g.clip(y1, h_minus_1), g.clip(y2, h_minus_1)
@@ -412,6 +434,167 @@ def convert_detection_postprocess(node, **kwargs):
     k = g.op("Min", [g.dim(ranked, 1), g.const([max_det])])
     top_scores, top = g.op("TopK", [ranked, k], num_outputs=2, axis=1, largest=1, sorted=1)
     out = g.op("Gather", [dets, top], axis=0)  # (B, k, 6)
+    used = g.op("Unsqueeze", [g.op("Not", [g.op("Equal", [top_scores, neg_inf])]),
+                              g.const([2])])
+    out = g.op("Where", [used, out, g.float_const(-1.0)])
+    pads = g.op("Concat", [g.const([0, 0, 0, 0]), g.op("Sub", [g.const([max_det]), k]),
+                           g.const([0])], axis=0)
+    g.op("Pad", [out, pads, g.float_const(-1.0)], output=g.name, mode="constant")
+    return g.nodes, [np.dtype("float32")]
+
+
+# --- _contrib_BoxDecode (Cascade R-CNN stages) ---------------------------------------------
+
+def convert_box_decode(node, **kwargs):
+    """Lowers _contrib_BoxDecode (see simpledet.ops.box_decode): rows whose batch index is an
+    integer in [0, B) are decoded and clipped to their image, the others copied."""
+    from onnx import TensorProto
+
+    g = _Builder(node, kwargs)
+    means = np.float32(_tuple(g.attrs, "bbox_means", (0., 0., 0., 0.)))
+    stds = np.float32(_tuple(g.attrs, "bbox_stds", (0.1, 0.1, 0.2, 0.2)))
+    rois, deltas, im_info = g.inputs
+    image = g.cols(rois, 0, 1)  # (N, 1) float
+    batch = g.op("Cast", [g.dim(im_info, 0)], to=TensorProto.FLOAT)
+    valid = g.op("And", [g.op("GreaterOrEqual", [image, g.float_const(0.0)]),
+                         g.op("Less", [image, batch])])
+    valid = g.op("And", [valid, g.op("Equal", [image, g.op("Floor", [image])])])
+    index = g.op("Cast", [g.op("Squeeze", [g.op("Where", [valid, image, g.float_const(0.0)]),
+                                           g.const([1])])], to=TensorProto.INT64)
+    info = g.op("Gather", [im_info, index], axis=0)  # (N, 3) of each row's image
+    deltas = g.op("Add", [g.op("Mul", [deltas, g.float_const(stds)]), g.float_const(means)])
+    x1, y1, x2, y2 = g.box_decode(g.cols(rois, 1, 5), deltas, exp_in_double=False)
+    one = g.float_const(1.0)
+    w_minus_1 = g.op("Sub", [g.cols(info, 1, 2), one])
+    h_minus_1 = g.op("Sub", [g.cols(info, 0, 1), one])
+    decoded = g.op("Concat", [image, g.clip(x1, w_minus_1), g.clip(y1, h_minus_1),
+                              g.clip(x2, w_minus_1), g.clip(y2, h_minus_1)], axis=1)
+    g.op("Where", [valid, decoded, rois], output=g.name)
+    return g.nodes, [np.dtype("float32")]
+
+
+# --- pick (Mask R-CNN: each roi's class channel) -------------------------------------------
+
+def convert_pick(node, **kwargs):
+    """Lowers MXNet's ``pick`` (which mx2onnx 1.9.1 does not convert) to GatherElements:
+    out[..., i, ...] = data[..., index[..., i, ...], ...] along ``axis``, the index clipped
+    to [0, n - 1] (mode 'clip') or taken modulo n ('wrap')."""
+    from onnx import TensorProto
+
+    g = _Builder(node, kwargs)
+    data, index = g.inputs
+    axis = g.attrs.get("axis", "-1")
+    if axis in ("None", None):
+        raise NotImplementedError(f"{g.name}: pick with axis=None has no ONNX lowering")
+    axis = int(axis)
+    keepdims = _bool(g.attrs, "keepdims")
+    mode = g.attrs.get("mode", "clip")
+    size = g.dim(data, axis) if axis >= 0 else g.op("Shape", [data], start=axis,
+                                                  end=axis + 1 if axis < -1 else None)
+    index = g.op("Cast", [index], to=TensorProto.INT64)
+    if mode == "wrap":
+        index = g.op("Mod", [g.op("Add", [g.op("Mod", [index, size]), size]), size])
+    else:
+        index = g.op("Max", [g.op("Min", [index, g.op("Sub", [size, g.const([1])])]),
+                             g.const(0)])
+    index = g.op("Unsqueeze", [index, g.const([axis])])
+    picked = g.op("GatherElements", [data, index], axis=axis)
+    if keepdims:
+        g.op("Identity", [picked], output=g.name)
+    else:
+        g.op("Squeeze", [picked, g.const([axis])], output=g.name)
+    return g.nodes, None
+
+
+# --- _contrib_RetinaPostprocess ------------------------------------------------------------
+
+def convert_retina_postprocess(node, **kwargs):
+    """Lowers _contrib_RetinaPostprocess (see simpledet.ops.retina_postprocess): per level the
+    ``TopK`` pre_nms_top_n (anchor, class) scores above score_thresh in cls_prob's element
+    order, their anchors decoded and clipped; per image one ``NonMaxSuppression`` with a
+    class axis (scores -inf outside a candidate's class) and the max_det best survivors by
+    (score, candidate position), as the op's stable sort gives."""
+    from onnx import TensorProto
+
+    g = _Builder(node, kwargs)
+    attrs = g.attrs
+    third = 2.0 ** (1.0 / 3.0)
+    strides = _tuple(attrs, "feature_strides", (8, 16, 32, 64, 128))
+    scales = _tuple(attrs, "scales", (4.0, 4.0 * third, 4.0 * third * third))
+    ratios = _tuple(attrs, "ratios", (0.5, 1.0, 2.0))
+    means = np.float32(_tuple(attrs, "bbox_means", (0., 0., 0., 0.)))
+    stds = np.float32(_tuple(attrs, "bbox_stds", (1., 1., 1., 1.)))
+    score_thresh = float(attrs.get("score_thresh", 0.05))
+    pre = int(attrs.get("pre_nms_top_n", 1000))
+    nms_threshold = float(attrs.get("nms_threshold", 0.5))
+    max_det = int(attrs.get("max_det", 100))
+    levels, num_anchors = len(strides), len(scales) * len(ratios)
+    cls_probs, bbox_deltas, im_info = g.inputs[:levels], g.inputs[levels:2 * levels], g.inputs[-1]
+
+    def info_col(k):
+        return g.op("Unsqueeze", [g.cols(im_info, k, k + 1), g.const([2])])  # (B, 1, 1)
+
+    one = g.float_const(1.0)
+    h_minus_1 = g.op("Sub", [info_col(0), one])
+    w_minus_1 = g.op("Sub", [info_col(1), one])
+    neg_inf = g.float_const(-np.inf)
+    num_classes = g.op("Div", [g.dim(cls_probs[0], 1), g.const([num_anchors])])
+    all_boxes, all_scores, all_classes = [], [], []
+    for level, stride in enumerate(strides):
+        cls, bbox = cls_probs[level], bbox_deltas[level]
+        plane = g.op("Mul", [g.dim(cls, 2), g.dim(cls, 3)])
+        scores = g.op("Reshape", [cls, g.const([0, -1])])  # candidate o = (a*C + c)*HW + pix
+        scores = g.op("Where", [g.op("Greater", [scores, g.float_const(np.float32(score_thresh))]),
+                                scores, neg_inf])
+        k = g.op("Min", [g.dim(scores, 1), g.const([pre])])
+        top_scores, top = g.op("TopK", [scores, k], num_outputs=2, axis=1, largest=1, sorted=1)
+        channel, pix = g.op("Div", [top, plane]), g.op("Mod", [top, plane])
+        anchor = g.op("Div", [channel, num_classes])
+        all_classes.append(g.op("Add", [g.op("Mod", [channel, num_classes]), g.const(1)]))
+        position = g.op("Add", [g.op("Mul", [pix, g.const(num_anchors)]), anchor])  # (B, k)
+        anchors = g.op("Gather", [g.op("Squeeze", [_level_anchors(g, cls, stride, scales,
+                                                                   ratios), g.const([0])]),
+                                  position], axis=0)  # (B, k, 4)
+        index = g.op("Expand", [g.op("Unsqueeze", [position, g.const([2])]),
+                                g.op("Concat", [g.op("Shape", [position]), g.const([4])],
+                                     axis=0)])
+        deltas = g.op("GatherElements", [_level_deltas(g, bbox, num_anchors), index], axis=1)
+        deltas = g.op("Add", [g.op("Mul", [deltas, g.float_const(stds)]), g.float_const(means)])
+        x1, y1, x2, y2 = g.box_decode(anchors, deltas, exp_in_double=True)
+        all_boxes.append(g.op("Concat", [g.clip(x1, w_minus_1), g.clip(y1, h_minus_1),
+                                         g.clip(x2, w_minus_1), g.clip(y2, h_minus_1)],
+                              axis=-1))
+        all_scores.append(top_scores)
+
+    def merged(parts):
+        return g.op("Concat", parts, axis=1) if len(parts) > 1 else parts[0]
+
+    boxes, scores, classes = merged(all_boxes), merged(all_scores), merged(all_classes)
+    # class axis for the NMS: (B, C, T) scores, -inf outside each candidate's class
+    class_ids = g.op("Range", [g.const(1), g.op("Add", [g.op("Squeeze", [num_classes]),
+                                                         g.const(1)]), g.const(1)])
+    same_class = g.op("Equal", [g.op("Unsqueeze", [classes, g.const([1])]),
+                                g.op("Reshape", [class_ids, g.const([1, -1, 1])])])
+    class_scores = g.op("Where", [same_class, g.op("Unsqueeze", [scores, g.const([1])]),
+                                  neg_inf])
+    x1, y1, x2, y2 = g.op("Split", [boxes], num_outputs=4, axis=-1)
+    selected = g.op("NonMaxSuppression",
+                    [g.nms_boxes(x1, y1, x2, y2), class_scores, g.const([max_det]),
+                     g.float_const([nms_threshold]), g.float_const([_FLT_LOWEST])])
+    # survivors' scores at their candidate positions, -inf elsewhere; the max_det best
+    at = g.op("Concat", [g.cols(selected, 0, 1), g.cols(selected, 2, 3)], axis=1)  # (M, 2)
+    kept_scores = g.op("GatherND", [scores, at])
+    ranked = g.op("ScatterND", [g.op("Expand", [neg_inf, g.op("Shape", [scores])]), at,
+                                kept_scores])
+    k = g.op("Min", [g.dim(ranked, 1), g.const([max_det])])
+    top_scores, top = g.op("TopK", [ranked, k], num_outputs=2, axis=1, largest=1, sorted=1)
+    gather = g.op("Expand", [g.op("Unsqueeze", [top, g.const([2])]),
+                             g.op("Concat", [g.op("Shape", [top]), g.const([4])], axis=0)])
+    out_boxes = g.op("GatherElements", [boxes, gather], axis=1)
+    out_classes = g.op("Cast", [g.op("GatherElements", [classes, top], axis=1)],
+                       to=TensorProto.FLOAT)
+    out = g.op("Concat", [out_boxes, g.op("Unsqueeze", [top_scores, g.const([2])]),
+                          g.op("Unsqueeze", [out_classes, g.const([2])])], axis=2)
     used = g.op("Unsqueeze", [g.op("Not", [g.op("Equal", [top_scores, neg_inf])]),
                               g.const([2])])
     out = g.op("Where", [used, out, g.float_const(-1.0)])
