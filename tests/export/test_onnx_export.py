@@ -305,3 +305,16 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, args, needle):
     assert err.strip().splitlines() == [f"error: {err.strip().partition('error: ')[2]}"], err
     assert needle in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_extra_is_pinned_installed_and_part_of_test():
+    import tomllib
+
+    import onnxruntime
+
+    extras = tomllib.loads(open(os.path.join(REPO, "pyproject.toml")).read())[
+        "project"]["optional-dependencies"]
+    assert extras["export"] == ["onnx==1.23.2", "onnxruntime==1.32.0"]
+    assert "simpledet[export]" in extras["test"]
+    assert (onnx.__version__, onnxruntime.__version__) == ("1.23.2", "1.32.0")
+    assert np.__version__ == "1.23.5"  # mxnet 1.9.1 breaks on numpy >= 1.24
