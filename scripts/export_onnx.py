@@ -112,7 +112,8 @@ def _verify(cfg, detector, arg_params, aux_params, shapes, out):
     reference = mxnet_outputs(detector, arg_params, aux_params, inputs)
     exported = run_onnx(out, inputs)
     report = compare_detections(reference[0], exported[0])
-    print(f"verify on a synthetic image: {report['detections']} detections, same classes: "
+    print(f"verify on {len(inputs['data'])} synthetic image(s): {report['detections']} "
+          f"detections, same classes: "
           f"{report['same_classes']}, max relative box difference {report['max_rel_box']:.2e}, "
           f"max score difference {report['max_abs_score']:.2e}")
     names = detector.get_test_symbol().list_outputs()

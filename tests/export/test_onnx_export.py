@@ -290,6 +290,29 @@ def _cli_main():
     return module.main
 
 
+def test_cli_defaults_to_the_saved_config_and_latest_checkpoint(tmp_path, monkeypatch, capsys,
+                                                                faster_fpn):
+    from simpledet.config import dump_config
+    from simpledet.engine.checkpoint import save_checkpoint
+
+    _, _, _, arg_params, aux_params = faster_fpn
+    monkeypatch.chdir(tmp_path)
+    trained = load_config(SHAPES_FPN, ["test.max_det=40"])  # what the run was trained with
+    dump_config(trained, trained.experiment_dir)
+    for iteration in (10, 20):
+        save_checkpoint(trained.experiment_dir, iteration, arg_params, aux_params, {})
+    out = tmp_path / "model.onnx"
+    code = _cli_main()(["--config", SHAPES_FPN, "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "(iteration 20)" in stdout
+    assert "dets (1, 40, 6)" in stdout  # the saved config's test.max_det, not the file's 100
+    dims = onnx.load(str(out)).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 40, 6]
+    assert _cli_main()(["--config", SHAPES_FPN, "--out", str(out), "--iter", "10"]) == 0
+    assert "(iteration 10)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args,needle", [
     ((), "no checkpoint in experiments/faster_fpn/checkpoints"),
     (("--params", "missing.params"), "--params file not found"),
