@@ -239,4 +239,29 @@ MUTATIONS = (
         old="resized, im_info = resize_image(image_rgb, cfg.input.short, cfg.input.long)",
         new="resized, im_info = resize_image(image_rgb, cfg.input.short - 8, cfg.input.long)",
         tests=("tests/engine/test_inference.py",)),
+    Mutation(
+        name="onnx_nms_plus_one",
+        claim="the ONNX lowerings give NonMaxSuppression [x1, y1, x2 + 1, y2 + 1] so that its "
+              "IoU is the ops' \"+1\" IoU",
+        file="simpledet/export/onnx_ops.py",
+        old='self.op("Add", [x2, one]), self.op("Add", [y2, one])',
+        new="x2, y2",
+        tests=("tests/export/test_onnx_export.py::test_pyramid_proposal_lowering_equals_the_op",)),
+    Mutation(
+        name="onnx_fpn_level",
+        claim="the ONNX FPNROIAlign lowering pools each roi from the op's level "
+              "floor(k0 + log2(sqrt(area) / s0))",
+        file="simpledet/export/onnx_ops.py",
+        old="2.0 ** (level_ids[0] + 1 + j - canonical_level)",
+        new="2.0 ** (level_ids[0] + j - canonical_level)",
+        tests=("tests/export/test_onnx_export.py::"
+               "test_fpn_roi_align_lowering_matches_the_op",)),
+    Mutation(
+        name="onnx_detection_classes",
+        claim="the ONNX DetectionPostprocess lowering labels a detection with its class 1..C-1",
+        file="simpledet/export/onnx_ops.py",
+        old='label = g.op("Add", [g.op("Mod", [job, num_fg]), g.const([1])])',
+        new='label = g.op("Add", [g.op("Mod", [job, num_fg]), g.const([0])])',
+        tests=("tests/export/test_onnx_export.py::"
+               "test_detection_postprocess_lowering_matches_the_op",)),
 )
