@@ -30,7 +30,9 @@ def test_train_without_coco_fails_fast_naming_the_paths(tmp_path):
     ann = str(tmp_path / "data" / "coco" / "annotations" / "instances_train2017.json")
     images = str(tmp_path / "data" / "coco" / "images" / "train2017")
     assert_short_error(proc, ann, images, "images.cocodataset.org", "make_shapes.py")
-    assert seconds < 10
+    # fails before building a model or a loader (a generous bound: a shared CI machine can
+    # take 10 s just to import MXNet)
+    assert seconds < 30
     assert not (tmp_path / "experiments").exists()
     assert os.listdir(tmp_path) == []
 
