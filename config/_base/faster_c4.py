@@ -1,7 +1,8 @@
 """Faster R-CNN, C4 layout: RPN and RoIAlign on C4 (stride 16), res5 (C5) box head.
 
 SimpleDet's faster_*c4_c5_*roi_1x recipe. Leaves call ``faster_c4()`` and change a few fields
-(backbone variant, RoIs per image). Shared values are the schema defaults in
+(backbone variant, RoIs per image); ``c4_recipe`` is the same recipe on another C4 family's
+config (TridentNet: config/_base/trident_c4.py). Shared values are the schema defaults in
 simpledet/config/faster_rcnn.py. Deliberate difference from SimpleDet: the input keeps the
 common 800 x 1333 (SimpleDet's C4 configs trained at long side 1200 and tested at 2000).
 """
@@ -10,7 +11,11 @@ from simpledet.config.faster_rcnn import FasterRcnnConfig
 
 def faster_c4() -> FasterRcnnConfig:
     """A fresh C4 Faster R-CNN config (ResNet-50 v1 backbone, 512 RoIs)."""
-    cfg = FasterRcnnConfig()
+    return c4_recipe(FasterRcnnConfig())
+
+
+def c4_recipe(cfg):
+    """The C4 two-stage recipe on ``cfg`` (a FasterRcnnConfig or a subclass); returns it."""
     cfg.neck.type = "none"  # heads read c4 directly
     cfg.bbox_head.type = "c5"  # res5 at stride 1 on 7x7 RoIs, then global pooling
     cfg.bbox_head.class_agnostic = True

@@ -298,7 +298,6 @@ def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thre
               positives, 0 elsewhere, order (level, a*4+k, y, x);
           "weights": (4N,) float32, 1 for positives, 0 elsewhere, same order.
     """
-    num_anchors = len(scales) * len(ratios)
     labels, matched = label_anchors(gt_boxes, im_info, levels, scales, ratios,
                                     pos_thresh=pos_thresh, neg_thresh=neg_thresh,
                                     allowed_border=allowed_border, min_pos_iou=min_pos_iou,
@@ -313,8 +312,36 @@ def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thre
                           ("weights", 4 * len(labels))):
             if out[key].shape != (size,):
                 raise ValueError(f"out[{key!r}] has shape {out[key].shape}, expected ({size},)")
-        out["targets"].fill(0)
-        out["weights"].fill(0)
+    fill_anchor_targets(labels, matched, gt_boxes, levels, scales, ratios, out)
+    return out
+
+
+def anchor_max_iou(gt_boxes, im_info, levels, scales, ratios, *, allowed_border=0):
+    """(N,) float32: each anchor's max IoU with ``gt_boxes`` (0 for anchors outside the image
+    by more than allowed_border, and when there is no gt), in (level, a, y, x) order; the same
+    float32 arithmetic as :func:`label_anchors` (TridentNet ignores anchors on the gt outside
+    a branch's range with it)."""
+    anchors = level_anchors(levels, scales, ratios)
+    gt = _gt_xyxy(gt_boxes)
+    if len(gt) == 0:
+        return np.zeros(len(anchors), dtype=np.float32)
+    inside = inside_image(anchors, im_info, allowed_border)
+    max_iou, _, _ = _grid_overlaps(anchors, levels, len(scales) * len(ratios), gt, inside)
+    return max_iou
+
+
+def fill_anchor_targets(labels, matched, gt_boxes, levels, scales, ratios, out):
+    """Writes sampled labels and their regression targets into ``out``.
+
+    Args:
+        labels: (N,) sampled labels in {1, 0, -1}; matched: (N,) the gt row of each anchor
+            (:func:`label_anchors`), read where labels is 1.
+        gt_boxes, levels, scales, ratios: as :func:`assign_anchor_targets`.
+        out: {"labels" (N,), "targets" (4N,), "weights" (4N,)} float32 arrays, overwritten.
+    """
+    num_anchors = len(scales) * len(ratios)
+    out["targets"].fill(0)
+    out["weights"].fill(0)
     np.copyto(out["labels"], labels, casting="unsafe")
     positive = np.flatnonzero(labels == 1)
     if len(positive):
@@ -323,4 +350,3 @@ def assign_anchor_targets(gt_boxes, im_info, levels, scales, ratios, *, pos_thre
         index = channel_index(positive, levels, num_anchors)  # (P, 4)
         out["targets"][index] = deltas
         out["weights"][index] = 1.0
-    return out

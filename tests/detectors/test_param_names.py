@@ -14,7 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "golden"
 REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask_r50v1_fpn_1x",
-                     "cascade_r50v1_fpn_1x", "retina_r50v1_fpn_1x")
+                     "cascade_r50v1_fpn_1x", "retina_r50v1_fpn_1x", "tridentnet_r50v2c4_c5_1x",
+                     "tridentnet_r50v2c4_c5_fastapprox_1x", "tridentnet_r101v2c4_c5_1x")
 
 
 def current_names(config_name):
@@ -87,6 +88,14 @@ def test_golden_files_cover_every_component():
                      "arg retina_bbox_delta_bias", "arg retina_label"):
         assert expected in retina
     assert not any(n.startswith(("arg rpn_", "arg bbox_", "arg fpn_p2")) for n in retina)
+
+
+def test_trident_branches_add_no_parameters():
+    trident = read_golden("tridentnet_r50v2c4_c5_1x")
+    assert read_golden("tridentnet_r50v2c4_c5_fastapprox_1x") == trident
+    assert trident.count("arg stage3_unit6_conv2_weight") == 1  # shared by the 3 branches
+    assert not any("branch" in n for n in trident)
+    assert "arg stage3_unit23_conv2_weight" in read_golden("tridentnet_r101v2c4_c5_1x")
 
 
 if __name__ == "__main__":

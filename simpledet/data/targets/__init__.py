@@ -8,6 +8,8 @@ from simpledet.data.targets.crowd import CrowdRegionAssigner
 from simpledet.data.targets.polygons import GtPolygonAssigner
 from simpledet.data.targets.retina import RetinaAnchorAssigner
 from simpledet.data.targets.rpn import RpnAnchorAssigner, levels_table
+from simpledet.data.targets.trident import TridentAnchorAssigner, in_valid_range
 
 __all__ = ["CrowdRegionAssigner", "GtPolygonAssigner", "ImageSample", "RetinaAnchorAssigner",
-           "RpnAnchorAssigner", "TargetAssigner", "levels_table"]
+           "RpnAnchorAssigner", "TargetAssigner", "TridentAnchorAssigner", "in_valid_range",
+           "levels_table"]

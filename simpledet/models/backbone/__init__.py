@@ -2,6 +2,7 @@
 from simpledet.models.backbone.base import Backbone, check_anchored, select_params
 from simpledet.models.backbone.normalizer import NORMALIZER_KINDS, Normalizer, make_normalizer
 from simpledet.models.backbone.resnet import RESNET_DEPTHS, RESNET_VARIANTS, ResNet
+from simpledet.models.backbone.trident import TridentResNet
 
 __all__ = [
     "NORMALIZER_KINDS",
@@ -10,6 +11,7 @@ __all__ = [
     "Backbone",
     "Normalizer",
     "ResNet",
+    "TridentResNet",
     "build_backbone",
     "check_anchored",
     "make_normalizer",

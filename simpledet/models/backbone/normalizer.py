@@ -41,32 +41,35 @@ class Normalizer:
         """True when the layers use stored statistics and their affine must not train."""
         return self.kind == "fixbn"
 
-    def __call__(self, data, name, channels):
+    def __call__(self, data, name, channels, *, variables=None, op_name=None):
         """Normalizes ``data``.
 
         Args:
             data: (B, channels, H, W) Symbol.
-            name: layer name, e.g. 'stage1_unit1_bn1'.
+            name: layer name, e.g. 'stage1_unit1_bn1' (names the parameters).
             channels: channel count of ``data`` (GroupNorm's affine parameters need it).
+            variables: None, or {"gamma", "beta", "moving_mean", "moving_var": Variable} to use
+                instead of creating ``{name}_*`` (one layer applied to several inputs, e.g.
+                TridentNet's branches; GroupNorm reads gamma and beta only).
+            op_name: the op's name (default ``name``); SyncBatchNorm's key too.
 
         Returns:
             (B, channels, H, W) Symbol.
         """
+        op_name = name if op_name is None else op_name
+        shared = dict(variables or {})
+        if self.kind == "gn":
+            return group_norm(data, op_name, channels, gamma=shared.get("gamma"),
+                              beta=shared.get("beta"))
         if self.kind == "fixbn":
-            return mx.sym.BatchNorm(data, name=name, fix_gamma=False, use_global_stats=True,
-                                    eps=_BN_EPS)
+            return mx.sym.BatchNorm(data, name=op_name, fix_gamma=False, use_global_stats=True,
+                                    eps=_BN_EPS, **shared)
         if self.kind == "bn":
-            return mx.sym.BatchNorm(data, name=name, fix_gamma=False, use_global_stats=False,
-                                    momentum=_BN_MOMENTUM, eps=_BN_EPS)
-        if self.kind == "syncbn":
-            return mx.sym.contrib.SyncBatchNorm(data, name=name, key=name, ndev=self.num_devices,
-                                                fix_gamma=False, momentum=_BN_MOMENTUM,
-                                                eps=_BN_EPS)
-        return _group_norm(data, name, channels)
-
-
-def _group_norm(data, name, channels):
-    return group_norm(data, name, channels)
+            return mx.sym.BatchNorm(data, name=op_name, fix_gamma=False, use_global_stats=False,
+                                    momentum=_BN_MOMENTUM, eps=_BN_EPS, **shared)
+        return mx.sym.contrib.SyncBatchNorm(data, name=op_name, key=op_name,
+                                            ndev=self.num_devices, fix_gamma=False,
+                                            momentum=_BN_MOMENTUM, eps=_BN_EPS, **shared)
 
 
 def group_norm(data, name, channels, gamma=None, beta=None, num_groups=_GN_GROUPS):

@@ -51,6 +51,30 @@ _LAYER_NAMES = r"(bn_data|conv0|bn0|bn1|stage[1-4]_unit[0-9]+)"
 _FROZEN_BN = Normalizer("fixbn")
 
 
+class _BuildScope:
+    """How ``ResNet.stage`` builds its layers: the shared variables (None: by name), the 3x3
+    dilation and the op-name suffix (see ``ResNet.stage``)."""
+
+    def __init__(self, variables=None, dilate=1, op_suffix=""):
+        if dilate < 1:
+            raise ValueError(f"dilate must be >= 1, got {dilate}")
+        self.variables, self.dilate, self.op_suffix = variables, dilate, op_suffix
+
+    def variable(self, name):
+        """The shared Variable ``name``, created on first use."""
+        if name not in self.variables:
+            self.variables[name] = mx.sym.var(name)
+        return self.variables[name]
+
+    def norm_variables(self, layer):
+        """{suffix: Variable} of a norm layer's parameters when sharing, else None (the
+        normalizer creates and names them)."""
+        if self.variables is None:
+            return None
+        return {kind: self.variable(f"{layer}_{kind}")
+                for kind in ("gamma", "beta", "moving_mean", "moving_var")}
+
+
 class ResNet(Backbone):
     """A ResNet-family backbone returning c2..c5 (or c2..c4 for the C4 layout).
 
@@ -66,6 +90,8 @@ class ResNet(Backbone):
         width: stem channels and first-stage width of basic units (64 in every published
             ResNet); smaller widths make cheap from-scratch models (all channels scale with it).
     """
+
+    _scope = _BuildScope()  # stage() swaps in its own while it builds
 
     def __init__(self, variant="v1", depth=50, normalizer=None, *, frozen_stages=1, last_stage=4,
                  resnext_groups=32, resnext_group_width=4, width=64):
@@ -132,18 +158,26 @@ class ResNet(Backbone):
     # --- layers -----------------------------------------------------------------------------
 
     def _conv(self, data, name, channels, kernel, stride=1, groups=1):
-        pad = (kernel - 1) // 2
-        return mx.sym.Convolution(data, name=name, num_filter=channels, kernel=(kernel, kernel),
-                                  stride=(stride, stride), pad=(pad, pad), num_group=groups,
-                                  no_bias=True)
+        scope = self._scope
+        dilate = scope.dilate if kernel > 1 else 1  # a dilated stage dilates its 3x3 convs
+        pad = dilate * (kernel - 1) // 2
+        shared = {} if scope.variables is None else {
+            "weight": scope.variable(f"{name}_weight")}
+        return mx.sym.Convolution(data, name=name + scope.op_suffix, num_filter=channels,
+                                  kernel=(kernel, kernel), stride=(stride, stride),
+                                  pad=(pad, pad), dilate=(dilate, dilate), num_group=groups,
+                                  no_bias=True, **shared)
 
     def _norm(self, data, name, channels):
+        scope = self._scope
         if self._is_frozen_layer(name) and self.normalizer.kind in ("bn", "syncbn"):
             # A frozen stage's BatchNorm uses its stored statistics, as detectron2's
             # FrozenBatchNorm: its affine does not train, so batch statistics would only drift
             # the layer away from the weights it was frozen with.
-            return _FROZEN_BN(data, name, channels)
-        return self.normalizer(data, name, channels)
+            return _FROZEN_BN(data, name, channels, variables=scope.norm_variables(name),
+                              op_name=name + scope.op_suffix)
+        return self.normalizer(data, name, channels, variables=scope.norm_variables(name),
+                               op_name=name + scope.op_suffix)
 
     def _is_frozen_layer(self, name):
         """True for the stem and stages 1..frozen_stages (the layers fixed_param_patterns
@@ -153,9 +187,8 @@ class ResNet(Backbone):
         frozen = ("conv0", "bn0") + tuple(f"stage{s}_" for s in range(1, self.frozen_stages + 1))
         return name.startswith(frozen)
 
-    @staticmethod
-    def _relu(data, name):
-        return mx.sym.Activation(data, act_type="relu", name=name)
+    def _relu(self, data, name):
+        return mx.sym.Activation(data, act_type="relu", name=name + self._scope.op_suffix)
 
     def stem(self, data):
         """conv0 (7x7, stride 2) -> norm -> relu -> 3x3 stride-2 max pool: (B, width, H/4, W/4)."""
@@ -169,21 +202,46 @@ class ResNet(Backbone):
         return mx.sym.Pooling(x, name="pool0", kernel=(3, 3), stride=(2, 2), pad=(1, 1),
                               pool_type="max")
 
-    def stage(self, data, stage, stride, in_channels=None):
+    def stage(self, data, stage, stride, in_channels=None, *, units=None, dilate=1,
+              variables=None, op_suffix=""):
         """Residual stage ``stage`` (1..4 = res2..res5) with ``stride`` in its first unit.
 
         Args:
             data: (B, in_channels, H, W) Symbol.
             stage: 1..4, names the parameters ``stage{stage}_unit{i}_*``.
             stride: 1 or 2.
-            in_channels: channels of data; by default those of the previous stage.
+            in_channels: channels of data; by default those of the previous stage (of this
+                stage when ``units`` starts after unit 1).
+            units: (first, last) unit numbers to build, 1-based and inclusive; None builds
+                the whole stage. A range starting after unit 1 continues a stage (stride 1,
+                no projection).
+            dilate: dilation (and padding) of the stage's 3x3 convs; 1x1 convs are unchanged.
+            variables: a dict {parameter name: Variable} shared by several builds of the same
+                units (TridentNet's branches): a parameter found there is reused, a missing one
+                is created and added, so each parameter exists once however often the units
+                are built. None: each op creates its own parameters by name (the default).
+            op_suffix: appended to the op names of this build (parameter names keep the
+                unsuffixed layer names, e.g. op ``stage3_unit2_conv2_branch1`` with parameter
+                ``stage3_unit2_conv2_weight``); each build sharing ``variables`` needs its own.
 
         Returns:
             (B, out_channels(stage), ceil(H / stride), ceil(W / stride)) Symbol.
         """
-        in_ch = self._in_channels(stage) if in_channels is None else in_channels
+        first, last = (1, self.units[stage - 1]) if units is None else units
+        if not 1 <= first <= last <= self.units[stage - 1]:
+            raise ValueError(f"stage {stage} has units 1..{self.units[stage - 1]}, got "
+                             f"units={units}")
         out_ch, mid_ch = self.out_channels(stage), self._mid_channels(stage)
-        for unit in range(1, self.units[stage - 1] + 1):
+        in_ch = in_channels if in_channels is not None else (
+            self._in_channels(stage) if first == 1 else out_ch)
+        outer, self._scope = self._scope, _BuildScope(variables, int(dilate), op_suffix)
+        try:
+            return self._stage_units(data, stage, stride, first, last, in_ch, out_ch, mid_ch)
+        finally:
+            self._scope = outer
+
+    def _stage_units(self, data, stage, stride, first, last, in_ch, out_ch, mid_ch):
+        for unit in range(first, last + 1):
             name = f"stage{stage}_unit{unit}"
             unit_stride = stride if unit == 1 else 1
             project = unit == 1 and (self.variant == "v2" or unit_stride != 1 or in_ch != out_ch)
@@ -212,7 +270,7 @@ class ResNet(Backbone):
         if project:
             shortcut = self._conv(data, f"{name}_sc", out_ch, 1, stride)
             shortcut = self._norm(shortcut, f"{name}_sc_bn", out_ch)
-        x = mx.sym.elemwise_add(x, shortcut, name=f"{name}_plus")
+        x = mx.sym.elemwise_add(x, shortcut, name=f"{name}_plus" + self._scope.op_suffix)
         return self._relu(x, f"{name}_relu")
 
     def _unit_v2(self, data, name, in_ch, mid_ch, out_ch, stride, project):
@@ -229,7 +287,7 @@ class ResNet(Backbone):
             x = self._relu(self._norm(x, f"{name}_bn3", mid_ch), f"{name}_relu3")
             x = self._conv(x, f"{name}_conv3", out_ch, 1)
         shortcut = self._conv(act, f"{name}_sc", out_ch, 1, stride) if project else data
-        return mx.sym.elemwise_add(x, shortcut, name=f"{name}_plus")
+        return mx.sym.elemwise_add(x, shortcut, name=f"{name}_plus" + self._scope.op_suffix)
 
     # --- the contract -----------------------------------------------------------------------
 
