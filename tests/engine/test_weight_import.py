@@ -28,6 +28,18 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Nothing here may download: any connection attempt fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
 def gluon_net(name, seed, eps=None):
     """GluonCV model ``name`` (pretrained=False: no download) with random weights and random
     BatchNorm statistics; conv biases random too (GluonCV v1 has them)."""
