@@ -448,8 +448,8 @@ def _error_message(report, strict):
         if items:
             parts.append(f"{len(items)} {title}: " + ", ".join(items[:5])
                          + (" ..." if len(items) > 5 else ""))
-    return (f"{report.source} {report.arch} does not fit {report.target}: " + "; ".join(parts)
-            + " (is --arch the file's architecture?)")
+    return (f"not a {report.source} {report.arch} file (converting to {report.target}): "
+            + "; ".join(parts) + " (is --arch the file's architecture?)")
 
 
 def _next_norm(layers, index):
