@@ -264,4 +264,20 @@ MUTATIONS = (
         new='label = g.op("Add", [g.op("Mod", [job, num_fg]), g.const([0])])',
         tests=("tests/export/test_onnx_export.py::"
                "test_detection_postprocess_lowering_matches_the_op",)),
+    Mutation(
+        name="import_bias_fold",
+        claim="a source conv's bias is folded into the next BatchNorm's moving mean when "
+              "weights are imported (GluonCV resnet*_v1)",
+        file="simpledet/engine/weight_maps.py",
+        old='out[f"{norm}_moving_mean"] = out[f"{norm}_moving_mean"] - bias',
+        new='out[f"{norm}_moving_mean"] = out[f"{norm}_moving_mean"]',
+        tests=("tests/engine/test_weight_import.py::"
+               "test_gluoncv_resnet50_v1_folds_conv_biases",)),
+    Mutation(
+        name="import_msra_branches",
+        claim="the MSRA map sends branch2a/2b/2c to conv1/conv2/conv3 of a unit",
+        file="simpledet/engine/weight_maps.py",
+        old='"conv2": "res{b}_branch2b", "bn2": "bn{b}_branch2b",',
+        new='"conv2": "res{b}_branch2b", "bn2": "bn{b}_branch2c",',
+        tests=("tests/engine/test_weight_import.py::test_msra_resnet_v1_50_file_matches",)),
 )

@@ -58,6 +58,11 @@ class BackboneConfig(Section):
         width: stem channels and res2 width of basic units; every stage scales with it. 64 in
             all published ResNets (pretrained weights need it); smaller values make cheap
             from-scratch models such as the CPU quickstart's.
+        pixel_stats: the input normalization the pretrained weights expect: 'auto' (the
+            variant's: v1 'caffe', v1b / resnext 'imagenet', v2 'raw'), 'caffe' (MSRA mean
+            only), 'imagenet' (ImageNet mean and std) or 'raw' (0..255 pixels). Weights of
+            another toolbox may need another one than their variant's (GluonCV resnet*_v1 is
+            variant v1 with 'imagenet'; scripts/convert_weights.py prints the setting).
     """
 
     variant: Literal["v1", "v1b", "v2", "resnext"] = "v1"
@@ -67,6 +72,7 @@ class BackboneConfig(Section):
     normalizer: Literal["fixbn", "bn", "syncbn", "gn"] = "fixbn"
     frozen_stages: int = field(1, check=non_negative)
     width: int = field(64, check=positive)
+    pixel_stats: Literal["auto", "caffe", "imagenet", "raw"] = "auto"
 
     @property
     def arch_name(self) -> str:
@@ -80,14 +86,21 @@ class BackboneConfig(Section):
         return f"resnext-{self.depth}-{self.resnext_groups}x{self.resnext_group_width}d"
 
     @property
+    def _pixel_stats(self) -> str:
+        if self.pixel_stats != "auto":
+            return self.pixel_stats
+        return {"v1": "caffe", "v2": "raw"}.get(self.variant, "imagenet")
+
+    @property
     def pixel_mean(self) -> tuple:
         """Per-channel RGB mean subtracted from 0..255 pixels, as the pretrained weights expect."""
-        return {"v1": _CAFFE_MEAN, "v2": (0.0, 0.0, 0.0)}.get(self.variant, _IMAGENET_MEAN)
+        return {"caffe": _CAFFE_MEAN, "raw": (0.0, 0.0, 0.0)}.get(self._pixel_stats,
+                                                                  _IMAGENET_MEAN)
 
     @property
     def pixel_std(self) -> tuple:
         """Per-channel RGB std dividing the mean-subtracted pixels."""
-        return _IMAGENET_STD if self.variant in ("v1b", "resnext") else (1.0, 1.0, 1.0)
+        return _IMAGENET_STD if self._pixel_stats == "imagenet" else (1.0, 1.0, 1.0)
 
     def validate(self):
         if self.frozen_stages > 5:

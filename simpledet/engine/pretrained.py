@@ -26,6 +26,11 @@ prefix (their names are the pretrained files'), heads always do, so the two cann
 the C4 layout res5 (``stage4_*``, v2's ``bn1``) runs inside the C5 box head but is built by the
 backbone's ``res5()`` with the backbone's names and comes from the same pretrained classifier:
 it counts as backbone.
+
+Foreign checkpoints (GluonCV, MSRA, MXNet model zoo, torchvision) are converted once into this
+layout by ``scripts/convert_weights.py`` (:func:`convert_weights_file`; the name maps and
+BatchNorm folds are in :mod:`simpledet.engine.weight_maps`). A file in such a layout given
+directly as ``pretrain`` fails with a message that names the converter command.
 """
 import logging
 import os
@@ -150,6 +155,13 @@ def load_pretrained(path, arg_names, aux_names, setting="auto", *, backbone_patt
                           + [f"aux:{k}" for k in file_aux if k not in aux_names]),
         strict=bool(strict))
     if strict and report.missing:
+        foreign = guess_foreign_layout(list(file_args) + list(file_aux))
+        if foreign:
+            raise PretrainedError(
+                f"{path}: looks like a {foreign} checkpoint, not this package's backbone "
+                f"names ({len(report.missing)} backbone parameters missing, e.g. "
+                f"{_names(report.missing, 3)}); convert it first: python "
+                f"scripts/convert_weights.py --source {foreign} --arch ARCH {path} OUT.params")
         raise PretrainedError(
             f"{path}: {len(report.missing)} backbone parameter(s) are not in the file: "
             f"{_names(report.missing, 8)} (loaded {len(report.loaded)}, "
@@ -211,3 +223,105 @@ def fit_shapes(arg_params, aux_params, expected_shapes, path, strict=True):
                        "(pretrain_strict=False): %s", path, len(dropped), _names(dropped, 5))
     return ({k: v for k, v in arg_params.items() if fits(k, v)},
             {k: v for k, v in aux_params.items() if fits(k, v)})
+
+
+# --- foreign checkpoints ------------------------------------------------------------------------
+
+_FOREIGN_MARKERS = (("torchvision", r"^layer[1-4]\.\d+\.bn\d\.weight$"),
+                    ("gluoncv", r"^(layer[1-4]\.\d+\.|features\.\d+\.|resnetv1b_|"
+                                r"layers[1-4]_)"),
+                    ("msra", r"^(bn_conv1|res2a_branch2a)_"))
+
+
+def guess_foreign_layout(names):
+    """The source (weight_maps.SOURCES) whose names ``names`` look like, or None."""
+    for source, pattern in _FOREIGN_MARKERS:
+        if any(re.match(pattern, n) for n in names):
+            return source
+    return None
+
+
+def read_weights_file(path, source):
+    """{name: numpy array} of a source checkpoint file.
+
+    Args:
+        path: an MXNet ``.params`` file, or for ``source='torchvision'`` a ``torch.save`` state
+            dict (``.pth``; a dict holding it under 'state_dict' or 'model' works too).
+        source: one of ``weight_maps.SOURCES``.
+
+    Raises:
+        PretrainedError: missing or unreadable file, torch not installed (one line).
+    """
+    if not os.path.isfile(path):
+        raise PretrainedError(f"weights file not found: {path}")
+    if source == "torchvision" and not str(path).endswith(".params"):
+        try:
+            import torch
+        except ImportError:
+            raise PretrainedError(f"{path}: reading a torchvision .pth file needs PyTorch, "
+                                  f"which is not installed (pip install torch)") from None
+        try:
+            state = torch.load(str(path), map_location="cpu")
+        except Exception as err:  # noqa: BLE001 - any torch failure is an unreadable file
+            raise PretrainedError(f"{path}: not a readable torch file ({err})") from None
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        if not isinstance(state, dict):
+            raise PretrainedError(f"{path}: expected a state dict, got {type(state).__name__}")
+        return {k.removeprefix("module."): v.detach().cpu().numpy() for k, v in state.items()
+                if hasattr(v, "detach")}
+    import mxnet as mx
+
+    try:
+        loaded = mx.nd.load(str(path))
+    except mx.base.MXNetError as err:
+        raise PretrainedError(f"{path}: not a readable MXNet .params file "
+                              f"({str(err).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise PretrainedError(f"{path}: expected a dict of named arrays, got a list of "
+                              f"{len(loaded)} unnamed arrays")
+    return {k: v.asnumpy() for k, v in loaded.items()}
+
+
+def import_weights(path, source, arch, **options):
+    """Reads a foreign checkpoint and converts it to this package's backbone names.
+
+    Args:
+        path: the source file (see :func:`read_weights_file`).
+        source / arch: the source and its architecture name (``weight_maps.parse_arch``).
+        **options: ``source_eps``, ``strict``, ``bgr_input`` of ``weight_maps.convert``.
+
+    Returns:
+        (arg_params, aux_params, report): {name: NDArray} dicts and a
+        ``weight_maps.ConversionReport``.
+
+    Raises:
+        PretrainedError: unreadable file, or a file that does not fit ``arch`` (the message
+            names the missing, unexpected and misshapen tensors).
+    """
+    import mxnet as mx
+
+    from simpledet.engine.weight_maps import ConversionError, convert
+
+    params = read_weights_file(path, source)
+    try:
+        arg_params, aux_params, report = convert(params, source, arch, **options)
+    except ConversionError as err:
+        raise PretrainedError(f"{path}: {err}") from None
+    return ({k: mx.nd.array(v) for k, v in arg_params.items()},
+            {k: mx.nd.array(v) for k, v in aux_params.items()}, report)
+
+
+def convert_weights_file(src, dst, source, arch, **options):
+    """Converts ``src`` and writes ``dst`` ('arg:'/'aux:' keys, this package's names), via a
+    temporary file and a rename. Returns the ``weight_maps.ConversionReport``."""
+    from simpledet.engine.checkpoint import save_params
+
+    arg_params, aux_params, report = import_weights(src, source, arch, **options)
+    folder = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(dst)}.tmp")
+    save_params(tmp, arg_params, aux_params)
+    os.replace(tmp, dst)
+    return report

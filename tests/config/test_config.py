@@ -100,6 +100,20 @@ def test_zoo_values_mirror_simpledet():
     assert load_config(CONFIG_DIR / "faster_r50v1b_fpn_1x.py").backbone.pixel_std[0] > 50
 
 
+def test_pixel_stats_override_the_variants_normalization():
+    """GluonCV resnet*_v1 weights: variant v1 (MSRA layout) on ImageNet mean/std pixels."""
+    fpn = load_config(R50_FPN)
+    assert fpn.backbone.pixel_stats == "auto" and fpn.backbone.pixel_std == (1.0, 1.0, 1.0)
+    gluon_v1 = load_config(R50_FPN, ["backbone.pixel_stats=imagenet"])
+    assert gluon_v1.backbone.variant == "v1"
+    assert gluon_v1.backbone.pixel_mean == pytest.approx((123.675, 116.28, 103.53))
+    assert gluon_v1.backbone.pixel_std == pytest.approx((58.395, 57.12, 57.375))
+    raw = load_config(R50_FPN, ["backbone.pixel_stats=raw"]).backbone
+    assert raw.pixel_mean == (0.0, 0.0, 0.0) and raw.pixel_std == (1.0, 1.0, 1.0)
+    with pytest.raises(ConfigError, match="backbone.pixel_stats"):
+        load_config(R50_FPN, ["backbone.pixel_stats=bgr"])
+
+
 # --- misspelled keys --------------------------------------------------------------------------
 
 def test_misspelled_key_in_file_names_key_suggestion_file_and_line(config_dir):
