@@ -1,7 +1,7 @@
 """Backbones: image -> named feature maps with strides (see base.py for the contract)."""
 from simpledet.models.backbone.base import Backbone, check_anchored, select_params
-from simpledet.models.backbone.normalizer import NORMALIZER_KINDS, Normalizer, make_normalizer
 from simpledet.models.backbone.resnet import RESNET_DEPTHS, RESNET_VARIANTS, ResNet
+from simpledet.models.layers.normalizer import NORMALIZER_KINDS, Normalizer, make_normalizer
 
 __all__ = [
     "NORMALIZER_KINDS",
