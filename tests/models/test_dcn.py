@@ -213,3 +213,98 @@ def test_config_dcn_version_is_one_or_two():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg.freeze()
+
+
+# --- the stock-op DCNv2 (impl 'sampler'): MXNet 1.9.1's modulated op has no CPU backward ------
+
+def both_impls(stride, groups, deformable_groups, size=(9, 11), seed=0):
+    rng = np.random.default_rng(seed)
+    offsets = offset_channels(2, 3, deformable_groups)
+    values = {"data": rng.normal(size=(2, 8) + size),
+              "conv_weight": rng.normal(size=(16, 8 // groups, 3, 3)),
+              "conv_offset_weight": rng.normal(size=(offsets, 8, 3, 3)) * 0.3,
+              "conv_offset_bias": rng.normal(size=offsets)}
+    outs, symbols = [], []
+    for impl in ("op", "sampler"):
+        symbol = deformable_conv(mx.sym.var("data"), "conv", 16, 3, stride, groups=groups,
+                                 version=2, deformable_groups=deformable_groups, impl=impl,
+                                 in_channels=8)
+        symbols.append(symbol)
+        outs.append(forward(symbol, values))
+    return outs, symbols
+
+
+@pytest.mark.parametrize("stride,groups,deformable_groups,size", [
+    (1, 1, 1, (9, 11)), (2, 1, 1, (9, 11)), (1, 2, 2, (9, 11)), (1, 1, 1, (1, 3))])
+def test_sampler_dcnv2_equals_the_op_on_random_offsets_and_masks(stride, groups,
+                                                                 deformable_groups, size):
+    (op, sampler), (op_symbol, sampler_symbol) = both_impls(stride, groups, deformable_groups,
+                                                            size)
+    assert op.shape == sampler.shape
+    np.testing.assert_allclose(sampler, op, rtol=1e-4, atol=1e-4)
+    assert np.abs(op).max() > 1
+    assert op_symbol.list_arguments() == sampler_symbol.list_arguments()  # same checkpoints
+
+
+def test_sampler_dcnv2_gradients():
+    """Zero offsets, mask 1: the data and weight gradients are the plain conv's; the offset
+    bias gradient matches central differences."""
+    rng = np.random.default_rng(3)
+    x, w = rng.normal(size=(1, 4, 6, 7)), rng.normal(size=(5, 4, 3, 3))
+    bias = np.concatenate([np.zeros(18), np.full(9, 40.0)])
+    head = rng.normal(size=(1, 5, 6, 7))
+    dcn = deformable_conv(mx.sym.var("data"), "c", 5, 3, version=2, impl="sampler",
+                          in_channels=4)
+    plain = mx.sym.Convolution(mx.sym.var("data"), kernel=(3, 3), pad=(1, 1), num_filter=5,
+                               no_bias=True, name="c")
+
+    def grads(symbol, values):
+        args = {k: mx.nd.array(v) for k, v in values.items()}
+        grad = {k: mx.nd.zeros(v.shape) for k, v in values.items()}
+        exe = symbol.bind(mx.cpu(), args, args_grad=grad)
+        exe.forward(is_train=True)
+        exe.backward([mx.nd.array(head)])
+        return {k: g.asnumpy() for k, g in grad.items()}
+
+    values = {"data": x, "c_weight": w, "c_offset_weight": np.zeros((27, 4, 3, 3)),
+              "c_offset_bias": bias}
+    ours = grads(dcn, values)
+    reference = grads(plain, {"data": x, "c_weight": w})
+    np.testing.assert_allclose(ours["data"], reference["data"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours["c_weight"], reference["c_weight"], rtol=1e-4, atol=1e-4)
+
+    def loss(b):
+        return float((forward(dcn, {**values, "c_offset_bias": b}) * head).sum())
+
+    values["c_offset_bias"] = bias + np.concatenate([rng.uniform(-0.3, 0.3, 18),
+                                                     rng.normal(size=9) - 40])
+    ours = grads(dcn, values)["c_offset_bias"]
+    eps = 1e-2
+    for k in (0, 1, 7, 20, 26):  # dy, dx of taps 0 and 3, masks of taps 2 and 8
+        step = np.zeros(27)
+        step[k] = eps
+        numeric = (loss(values["c_offset_bias"] + step)
+                   - loss(values["c_offset_bias"] - step)) / (2 * eps)
+        assert abs(ours[k] - numeric) <= 2e-2 * max(1.0, abs(numeric)), (k, ours[k], numeric)
+
+
+def test_impl_follows_the_runtime_device():
+    from simpledet.models.layers.dcn import choose_impl
+
+    assert choose_impl(2, "cpu") == "sampler"
+    assert choose_impl(2, "gpu") == choose_impl(1, "cpu") == choose_impl(2, None) == "op"
+    with pytest.raises(ValueError, match="'sampler' is DCNv2's"):
+        deformable_conv(mx.sym.var("x"), "c", 4, version=1, impl="sampler", in_channels=4)
+    from simpledet.detectors.faster_rcnn import FasterRcnn
+
+    names, kinds = [], []
+    for device in ("cpu", "gpu"):
+        cfg = dcn_config(depth=18, width=16, dcn_stages=(4, 5))
+        cfg.runtime.device = device
+        cfg.freeze()
+        symbol = FasterRcnn(cfg).get_train_symbol()
+        names.append(symbol.list_arguments())
+        kinds.append({n["op"] for n in ops_of(symbol)
+                      if n["name"].startswith("stage3_unit1_conv2")})
+    assert names[0] == names[1]  # a CPU-trained checkpoint loads on GPU
+    assert "BilinearSampler" in kinds[0] and "_contrib_ModulatedDeformableConvolution" in kinds[1]

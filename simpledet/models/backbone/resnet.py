@@ -38,7 +38,7 @@ layer has ``_gamma``/``_beta`` and, for BatchNorm kinds, ``_moving_mean``/``_mov
 import mxnet as mx
 
 from simpledet.models.backbone.base import Backbone
-from simpledet.models.layers.dcn import DCN_VERSIONS, deformable_conv
+from simpledet.models.layers.dcn import DCN_IMPLS, DCN_VERSIONS, choose_impl, deformable_conv
 from simpledet.models.layers.normalizer import Normalizer
 
 __all__ = ["RESNET_DEPTHS", "RESNET_VARIANTS", "ResNet"]
@@ -76,11 +76,13 @@ class ResNet(Backbone):
             (3, 4, 5) or (4, 5)) whose units' 3x3 conv2 is deformable; () for none.
         dcn_version: 1 (DeformableConvolution) or 2 (modulated, ModulatedDeformableConvolution).
         dcn_groups: deformable groups (channel groups sharing one offset field).
+        dcn_impl: 'op' (MXNet's contrib ops) or 'sampler' (DCNv2 from stock ops, which train
+            on CPU); same parameters either way (simpledet.models.layers.dcn).
     """
 
     def __init__(self, variant="v1", depth=50, normalizer=None, *, frozen_stages=1, last_stage=4,
                  resnext_groups=32, resnext_group_width=4, width=64, dcn_stages=(),
-                 dcn_version=2, dcn_groups=1):
+                 dcn_version=2, dcn_groups=1, dcn_impl="op"):
         if variant not in RESNET_VARIANTS:
             raise ValueError(f"backbone.variant must be one of {RESNET_VARIANTS}, got "
                              f"{variant!r}")
@@ -102,6 +104,8 @@ class ResNet(Backbone):
         if dcn_version not in DCN_VERSIONS:
             raise ValueError(f"backbone.dcn_version must be one of {DCN_VERSIONS}, got "
                              f"{dcn_version!r}")
+        if dcn_impl not in DCN_IMPLS:
+            raise ValueError(f"dcn_impl must be one of {DCN_IMPLS}, got {dcn_impl!r}")
         self.variant = variant
         self.depth = depth
         self.normalizer = normalizer or Normalizer("fixbn")
@@ -114,19 +118,22 @@ class ResNet(Backbone):
         self.dcn_stages = tuple(sorted(dcn_stages))
         self.dcn_version = dcn_version
         self.dcn_groups = int(dcn_groups)
+        self.dcn_impl = dcn_impl
         self._on_rois = False  # True while res5() builds on a batch of RoIs
         self.basic = depth in _BASIC_DEPTHS
         self.strides = {_FEATURE_OF_STAGE[s]: _STRIDE_OF_STAGE[s]
                         for s in range(1, last_stage + 1)}
 
     @classmethod
-    def from_config(cls, backbone_cfg, *, num_devices=1, last_stage=4):
+    def from_config(cls, backbone_cfg, *, num_devices=1, last_stage=4, device=None):
         """The backbone of a ``BackboneConfig`` (``cfg.backbone``).
 
         Args:
             backbone_cfg: the config section.
             num_devices: devices SyncBatchNorm synchronizes over (``cfg.runtime.num_devices``).
             last_stage: 4 for c2..c5, 3 for the C4 layout.
+            device: ``cfg.runtime.device``; DCNv2 on 'cpu' uses the stock-op implementation
+                (simpledet.models.layers.dcn.choose_impl).
         """
         return cls(backbone_cfg.variant, backbone_cfg.depth,
                    Normalizer(backbone_cfg.normalizer, num_devices),
@@ -134,7 +141,8 @@ class ResNet(Backbone):
                    resnext_groups=backbone_cfg.resnext_groups,
                    resnext_group_width=backbone_cfg.resnext_group_width,
                    width=backbone_cfg.width, dcn_stages=backbone_cfg.dcn_stages,
-                   dcn_version=backbone_cfg.dcn_version, dcn_groups=backbone_cfg.dcn_groups)
+                   dcn_version=backbone_cfg.dcn_version, dcn_groups=backbone_cfg.dcn_groups,
+                   dcn_impl=choose_impl(backbone_cfg.dcn_version, device))
 
     # --- channel bookkeeping ----------------------------------------------------------------
 
@@ -167,7 +175,9 @@ class ResNet(Backbone):
             return self._conv(data, f"{name}_conv2", channels, 3, stride, groups)
         return deformable_conv(data, f"{name}_conv2", channels, 3, stride, groups=groups,
                                version=self.dcn_version, deformable_groups=self.dcn_groups,
-                               im2col_step=1 if self._on_rois else 64)
+                               im2col_step=1 if self._on_rois else 64,
+                               impl=self.dcn_impl if self.dcn_version == 2 else "op",
+                               in_channels=channels)  # every conv2 keeps its channel count
 
     def _norm(self, data, name, channels):
         if self._is_frozen_layer(name) and self.normalizer.kind in ("bn", "syncbn"):
