@@ -48,8 +48,9 @@ def test_every_component_shares_one_normalizer_module():
     assert Normalizer("none", key="neck.normalizer")(x, "n", 4) is x
     with pytest.raises(ValueError, match="neck.normalizer must be one of"):
         Normalizer("ln", key="neck.normalizer")
-    with pytest.raises(ValueError, match="shared gamma/beta need 'gn'"):
-        Normalizer("bn")(x, "n", 4, gamma=mx.sym.var("g"))
+    shared = Normalizer("bn")(x, "n", 4, gamma=mx.sym.var("g"), op_name="n_branch2")
+    assert "g" in shared.list_arguments() and "n_gamma" not in shared.list_arguments()
+    assert [n["name"] for n in ops(shared, "BatchNorm")] == ["n_branch2"]
     with pytest.raises(ValueError, match="not divisible by 32 groups"):
         group_norm(x, "odd", 48)
 

@@ -59,36 +59,44 @@ class Normalizer:
         """True for 'none': no layer, so a conv before it needs its own bias."""
         return self.kind == "none"
 
-    def __call__(self, data, name, channels, gamma=None, beta=None):
+    def __call__(self, data, name, channels, gamma=None, beta=None, *, variables=None,
+                 op_name=None):
         """Normalizes ``data``.
 
         Args:
             data: (B, channels, H, W) Symbol.
-            name: layer name, e.g. 'stage1_unit1_bn1'.
+            name: layer name, e.g. 'stage1_unit1_bn1' (names the parameters).
             channels: channel count of ``data`` (GroupNorm's affine parameters need it).
             gamma, beta: (channels,) variables to use instead of ``{name}_gamma`` /
-                ``{name}_beta`` ('gn' only: a layer applied to several inputs with one set of
-                parameters, as RetinaNet's head over the levels or a box head run twice).
+                ``{name}_beta`` (shorthand for ``variables``: a box head run twice).
+            variables: None, or {"gamma", "beta", "moving_mean", "moving_var": Variable} to use
+                instead of creating ``{name}_*`` (one layer applied to several inputs, e.g.
+                TridentNet's branches, RetinaNet's levels; GroupNorm reads gamma and beta only).
+            op_name: the op's name (default ``name``); SyncBatchNorm's key too.
 
         Returns:
             (B, channels, H, W) Symbol (``data`` itself for 'none').
         """
-        if (gamma is not None or beta is not None) and self.kind not in ("gn", "none"):
-            raise ValueError(f"{self.key} {self.kind!r}: shared gamma/beta need 'gn' (a "
-                             f"BatchNorm's moving statistics belong to one layer)")
         if self.kind == "none":
             return data
+        op_name = name if op_name is None else op_name
+        shared = dict(variables or {})
+        if gamma is not None:
+            shared["gamma"] = gamma
+        if beta is not None:
+            shared["beta"] = beta
+        if self.kind == "gn":
+            return group_norm(data, op_name, channels, shared.get("gamma"), shared.get("beta"),
+                              self.num_groups)
         if self.kind == "fixbn":
-            return mx.sym.BatchNorm(data, name=name, fix_gamma=False, use_global_stats=True,
-                                    eps=_BN_EPS)
+            return mx.sym.BatchNorm(data, name=op_name, fix_gamma=False, use_global_stats=True,
+                                    eps=_BN_EPS, **shared)
         if self.kind == "bn":
-            return mx.sym.BatchNorm(data, name=name, fix_gamma=False, use_global_stats=False,
-                                    momentum=_BN_MOMENTUM, eps=_BN_EPS)
-        if self.kind == "syncbn":
-            return mx.sym.contrib.SyncBatchNorm(data, name=name, key=name, ndev=self.num_devices,
-                                                fix_gamma=False, momentum=_BN_MOMENTUM,
-                                                eps=_BN_EPS)
-        return group_norm(data, name, channels, gamma, beta, self.num_groups)
+            return mx.sym.BatchNorm(data, name=op_name, fix_gamma=False, use_global_stats=False,
+                                    momentum=_BN_MOMENTUM, eps=_BN_EPS, **shared)
+        return mx.sym.contrib.SyncBatchNorm(data, name=op_name, key=op_name,
+                                            ndev=self.num_devices, fix_gamma=False,
+                                            momentum=_BN_MOMENTUM, eps=_BN_EPS, **shared)
 
 
 def group_norm(data, name, channels, gamma=None, beta=None, num_groups=_GN_GROUPS):
