@@ -280,4 +280,28 @@ MUTATIONS = (
         old='"conv2": "res{b}_branch2b", "bn2": "bn{b}_branch2b",',
         new='"conv2": "res{b}_branch2b", "bn2": "bn{b}_branch2c",',
         tests=("tests/engine/test_weight_import.py::test_msra_resnet_v1_50_file_matches",)),
+    Mutation(
+        name="dcn_offset_pairs",
+        claim="the stock-op DCNv2 reads offsets as (dy, dx) pairs per tap, as MXNet's op",
+        file="simpledet/models/layers/dcn.py",
+        old="dx = mx.sym.slice_axis(offset, axis=1, begin=at + 1, end=at + 2)",
+        new="dx = mx.sym.slice_axis(offset, axis=1, begin=at, end=at + 1)",
+        tests=("tests/models/test_dcn.py::"
+               "test_sampler_dcnv2_equals_the_op_on_random_offsets_and_masks",)),
+    Mutation(
+        name="dcn_offsets_start_at_zero",
+        claim="the offset (and mask) convs of DCN are zero-initialised, so a deformable conv "
+              "starts as the plain conv",
+        file="simpledet/models/layers/dcn.py",
+        old='offset_weight = mx.sym.var(f"{name}_offset_weight", init=mx.init.Zero())',
+        new='offset_weight = mx.sym.var(f"{name}_offset_weight", init=mx.init.Normal(0.01))',
+        tests=("tests/models/test_dcn.py::test_detector_initializer_zeroes_the_offset_convs",)),
+    Mutation(
+        name="fpn_lateral_norm",
+        claim="neck.normalizer normalizes the FPN's lateral convs too, not only the outputs",
+        file="simpledet/models/neck/fpn.py",
+        old='lateral = self._conv(features[f"c{level}"], f"p{level}_lateral", 1, norm=True)',
+        new='lateral = self._conv(features[f"c{level}"], f"p{level}_lateral", 1, norm=False)',
+        tests=("tests/models/test_normalizer.py::"
+               "test_fpn_with_gn_normalizes_every_lateral_and_output_conv",)),
 )

@@ -38,6 +38,7 @@ from simpledet.detectors.faster_rcnn import FasterRcnn
 _CAFFE_MEAN = (122.7717, 115.9465, 102.9801)  # MSRA ResNet v1 weights: mean only
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # GluonCV v1b / ResNeXt weights
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+_GN_GROUPS = 32  # simpledet.models.layers.normalizer's GroupNorm groups
 
 
 class BackboneConfig(Section):
@@ -63,6 +64,13 @@ class BackboneConfig(Section):
             only), 'imagenet' (ImageNet mean and std) or 'raw' (0..255 pixels). Weights of
             another toolbox may need another one than their variant's (GluonCV resnet*_v1 is
             variant v1 with 'imagenet'; scripts/convert_weights.py prints the setting).
+        dcn_stages: stages by res number (2..5) whose units' 3x3 conv is deformable
+            (SimpleDet's DCN configs: (3, 4, 5) or (4, 5)); () for none. In the C4 layout res5
+            runs in the box head and is deformable there too. Offset convs start at zero.
+        dcn_version: 1 (DCN, ``contrib.DeformableConvolution``) or 2 (DCNv2, modulated,
+            ``contrib.ModulatedDeformableConvolution``); only with dcn_stages.
+        dcn_groups: deformable groups (channel groups sharing one offset field); only with
+            dcn_stages.
     """
 
     variant: Literal["v1", "v1b", "v2", "resnext"] = "v1"
@@ -73,6 +81,9 @@ class BackboneConfig(Section):
     frozen_stages: int = field(1, check=non_negative)
     width: int = field(64, check=positive)
     pixel_stats: Literal["auto", "caffe", "imagenet", "raw"] = "auto"
+    dcn_stages: tuple[int, ...] = ()
+    dcn_version: Literal[1, 2] = 2
+    dcn_groups: int = field(1, check=positive)
 
     @property
     def arch_name(self) -> str:
@@ -110,6 +121,24 @@ class BackboneConfig(Section):
                 if getattr(self, name) != default:
                     raise self.error(name, f"only applies to variant 'resnext', got variant "
                                      f"{self.variant!r}")
+        self._validate_dcn()
+
+    def _validate_dcn(self):
+        stages = self.dcn_stages
+        if not stages:
+            for name, default in (("dcn_version", 2), ("dcn_groups", 1)):
+                if getattr(self, name) != default:
+                    raise self.error(name, "only applies with backbone.dcn_stages (e.g. "
+                                     "(3, 4, 5)), which is empty")
+            return
+        if not set(stages) <= {2, 3, 4, 5} or len(set(stages)) != len(stages):
+            raise self.error("dcn_stages", f"must be distinct res numbers in 2..5 (res2..res5), "
+                             f"got {stages}")
+        frozen = [s for s in stages if s <= self.frozen_stages + 1]
+        if frozen:
+            raise self.error("dcn_stages", f"res{frozen[0]} is frozen (frozen_stages "
+                             f"{self.frozen_stages} freezes res2..res{self.frozen_stages + 1}): "
+                             f"its zero offsets would never train")
 
 
 class NeckConfig(Section):
@@ -119,10 +148,22 @@ class NeckConfig(Section):
         type: 'fpn' (P2-P6 from c2..c5, P6 by stride-2 subsampling of P5) or 'none' (the heads
             read c4 directly: the C4 layout).
         channels: FPN output channels.
+        normalizer: normalization after each FPN lateral and output conv (detectron2's FPN
+            ``norm``): 'none' (plain convs with bias, SimpleDet's FPN), 'gn' (GroupNorm, 32
+            groups), 'bn' or 'syncbn'; only for type 'fpn'.
     """
 
     type: Literal["fpn", "none"] = "fpn"
     channels: int = field(256, check=positive)
+    normalizer: Literal["none", "gn", "bn", "syncbn"] = "none"
+
+    def validate(self):
+        if self.normalizer != "none" and self.type != "fpn":
+            raise self.error("normalizer", f"only applies to type 'fpn', got type "
+                             f"{self.type!r}")
+        if self.normalizer == "gn" and self.channels % _GN_GROUPS:
+            raise self.error("channels", f"({self.channels}) must be divisible by GroupNorm's "
+                             f"{_GN_GROUPS} groups (neck.normalizer 'gn')")
 
 
 class RpnConfig(Section):
@@ -229,22 +270,37 @@ class BboxHeadConfig(Section):
     """Box classification and regression head.
 
     Attributes:
-        type: '2mlp' (two shared fc layers, for FPN) or 'c5' (the res5 stage at stride 1 plus
-            global pooling, for C4, as SimpleDet's BboxC5V1Head).
+        type: '2mlp' (two shared fc layers, for FPN), '4conv1fc' (four 3x3 convs of
+            conv_channels, each followed by ``normalizer``, then one fc of fc_dim: detectron2's
+            GN box head, for FPN) or 'c5' (the res5 stage at stride 1 plus global pooling, for
+            C4, as SimpleDet's BboxC5V1Head).
         c5_stride: stride of res5's first unit in the 'c5' head: 1 keeps 7x7 RoIs at 7x7
             (SimpleDet); 2 runs res5 at 4x4, about 3x cheaper (detectron2 pools 14x14 and uses 2).
-        fc_dim: width of the 2mlp fc layers.
+        fc_dim: width of the 2mlp fc layers (of the 4conv1fc fc layer).
+        conv_channels: channels of the 4conv1fc convs.
+        normalizer: normalization after each 4conv1fc conv: 'gn' (GroupNorm, 32 groups: the
+            convs then have no bias) or 'none'; only for type '4conv1fc'.
         class_agnostic: one box regression for all classes instead of one per class.
         reg_mean / reg_std: normalization of the (dx, dy, dw, dh) regression targets.
     """
 
-    type: Literal["2mlp", "c5"] = "2mlp"
+    type: Literal["2mlp", "4conv1fc", "c5"] = "2mlp"
     c5_stride: Literal[1, 2] = 1
     fc_dim: int = field(1024, check=positive)
+    conv_channels: int = field(256, check=positive)
+    normalizer: Literal["none", "gn"] = "none"
     class_agnostic: bool = False
     reg_mean: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     reg_std: tuple[float, float, float, float] = field((0.1, 0.1, 0.2, 0.2),
                                                        check=all_positive)
+
+    def validate(self):
+        if self.normalizer != "none" and self.type != "4conv1fc":
+            raise self.error("normalizer", f"only applies to type '4conv1fc' (the convs it "
+                             f"normalizes), got type {self.type!r}")
+        if self.normalizer == "gn" and self.conv_channels % _GN_GROUPS:
+            raise self.error("conv_channels", f"({self.conv_channels}) must be divisible by "
+                             f"GroupNorm's {_GN_GROUPS} groups (bbox_head.normalizer 'gn')")
 
 
 @dataclass(frozen=True)
@@ -256,17 +312,19 @@ class FasterLayout:
             3: c2..c4 for C4, whose res5 runs in the box head).
         rpn_feature_strides: strides of the maps the RPN runs on (P2-P6, or C4).
         roi_feature_strides: strides of the maps RoIAlign reads (P2-P5, or C4).
-        bbox_head: the box head type the layout needs.
+        bbox_head: the box head type the layout uses by default.
+        other_bbox_heads: the other box head types it accepts.
     """
 
     backbone_last_stage: int
     rpn_feature_strides: tuple
     roi_feature_strides: tuple
     bbox_head: str
+    other_bbox_heads: tuple = ()
 
 
 LAYOUTS = {
-    "fpn": FasterLayout(4, (4, 8, 16, 32, 64), (4, 8, 16, 32), "2mlp"),
+    "fpn": FasterLayout(4, (4, 8, 16, 32, 64), (4, 8, 16, 32), "2mlp", ("4conv1fc",)),
     "none": FasterLayout(3, (16,), (16,), "c5"),
 }
 
@@ -309,12 +367,14 @@ class FasterRcnnConfig(DetectorConfig):
         return self.layout().roi_feature_strides
 
     def validate(self):
-        needed = self.layout().bbox_head
-        if self.bbox_head.type != needed:
+        layout = self.layout()
+        if self.bbox_head.type not in (layout.bbox_head,) + layout.other_bbox_heads:
+            needed = " or ".join(repr(t) for t in (layout.bbox_head,) + layout.other_bbox_heads)
             raise ConfigError(
                 f"'bbox_head.type' is {self.bbox_head.type!r} but neck.type "
-                f"{self.neck.type!r} needs {needed!r}", key="bbox_head.type",
-                suggestion="FPN uses the 2mlp head; the C4 layout (neck 'none') the c5 head")
+                f"{self.neck.type!r} needs {needed}", key="bbox_head.type",
+                suggestion="FPN uses the 2mlp (or 4conv1fc) head; the C4 layout (neck 'none') "
+                           "the c5 head")
         if self.pretrain_path is None and self.backbone.normalizer == "fixbn":
             # A warning, not an error: smoke tests train zoo configs from scratch on purpose.
             warnings.warn("backbone.normalizer is 'fixbn' but pretrain is none: frozen "

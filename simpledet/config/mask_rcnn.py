@@ -5,6 +5,8 @@ Defaults are SimpleDet's ``mask_r50v1_fpn_1x``: RoIAlign 14x14 on P2-P5 for the 
 four 3x3 convs of 256 channels, a 2x deconv to 28x28, one sigmoid mask per class, the mask
 loss on the foreground RoIs only. Mask R-CNN runs on the FPN layout only (config/_base/mask_fpn.py).
 """
+from typing import Literal
+
 from simpledet.config.faster_rcnn import FasterRcnnConfig, RoiExtractorConfig
 from simpledet.config.schema import ConfigError, Section, field, positive
 from simpledet.detectors.mask_rcnn import MaskRcnn
@@ -20,11 +22,20 @@ class MaskHeadConfig(Section):
         conv_channels: their channels (and the deconv's).
         loss_weight: multiplies the mask loss (mean binary cross-entropy over the foreground
             RoIs' mask pixels).
+        normalizer: normalization between each conv and its ReLU: 'none' (convs with bias,
+            SimpleDet's head) or 'gn' (GroupNorm, 32 groups, convs without bias: detectron2's
+            GN configs).
     """
 
     num_convs: int = field(4, check=positive)
     conv_channels: int = field(256, check=positive)
     loss_weight: float = field(1.0, check=positive)
+    normalizer: Literal["none", "gn"] = "none"
+
+    def validate(self):
+        if self.normalizer == "gn" and self.conv_channels % 32:
+            raise self.error("conv_channels", f"({self.conv_channels}) must be divisible by "
+                             f"GroupNorm's 32 groups (mask_head.normalizer 'gn')")
 
 
 class MaskTargetConfig(Section):

@@ -26,7 +26,7 @@ Parameters: Faster R-CNN's backbone, neck and RPN, and per stage SimpleDet's nam
 import mxnet as mx
 
 from simpledet.detectors.faster_rcnn import FasterRcnn
-from simpledet.models import FpnRoiExtractor, TwoMlpHead
+from simpledet.models import FpnRoiExtractor, build_bbox_head
 from simpledet.models.precision import PrecisionPlan
 from simpledet.ops import box_decode, proposal_target
 
@@ -44,7 +44,8 @@ class CascadeRcnn(FasterRcnn):
 
     Attributes:
         stage_names: ('1st', '2nd', ...), one per stage.
-        bbox_heads: each stage's TwoMlpHead (``bbox_head`` is the first, as in Faster R-CNN).
+        bbox_heads: each stage's box head (TwoMlpHead, or ConvFcHead for '4conv1fc';
+            ``bbox_head`` is the first, as in Faster R-CNN).
         roi_extractors: each stage's RoIAlign (the first is Faster R-CNN's ``roi_extractor``).
     """
 
@@ -56,8 +57,8 @@ class CascadeRcnn(FasterRcnn):
         for std, name in zip(cascade.reg_std, self.stage_names):
             head_cfg = cfg.bbox_head.copy()
             head_cfg.reg_std = std
-            self.bbox_heads.append(TwoMlpHead(head_cfg.freeze(), cfg.num_classes, cfg.test,
-                                              suffix=f"_{name}"))
+            self.bbox_heads.append(build_bbox_head(head_cfg.freeze(), cfg.num_classes, cfg.test,
+                                                   suffix=f"_{name}"))
         self.bbox_head = self.bbox_heads[0]
         self.roi_extractors = [self.roi_extractor] + [
             FpnRoiExtractor(cfg.roi_extractor, cfg.roi_feature_strides, prefix=f"roi_{name}_")

@@ -45,8 +45,8 @@ class FasterRcnn(Detector):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.backbone = build_backbone(cfg.backbone, cfg.layout().backbone_last_stage,
-                                       cfg.runtime.num_devices)
-        self.neck = build_neck(cfg.neck)
+                                       cfg.runtime.num_devices, cfg.runtime.device)
+        self.neck = build_neck(cfg.neck, cfg.runtime.num_devices)
         for names, strides, what in (
                 (self.neck.rpn_feature_names, cfg.rpn_feature_strides, "rpn_feature_strides"),
                 (self.neck.roi_feature_names, cfg.roi_feature_strides, "roi_feature_strides")):

@@ -42,7 +42,8 @@ class RetinaNet(Detector):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.backbone = build_backbone(cfg.backbone, 4, cfg.runtime.num_devices)
+        self.backbone = build_backbone(cfg.backbone, 4, cfg.runtime.num_devices,
+                                       cfg.runtime.device)
         self.neck = RetinaFpnNeck.from_config(cfg.neck)
         names = self.neck.rpn_feature_names
         self.feature_strides = tuple(self.neck.strides[n] for n in names)

@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "golden"
 REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask_r50v1_fpn_1x",
                      "cascade_r50v1_fpn_1x", "retina_r50v1_fpn_1x", "tridentnet_r50v2c4_c5_1x",
-                     "tridentnet_r50v2c4_c5_fastapprox_1x", "tridentnet_r101v2c4_c5_1x")
+                     "tridentnet_r50v2c4_c5_fastapprox_1x", "tridentnet_r101v2c4_c5_1x",
+                     "faster_r50v1bc4_c5_512roi_dcnv1_1x", "faster_r50v1bc4_c5_512roi_dcnv2_1x",
+                     "faster_r50v1_fpn_gn_1x", "mask_r50v1_fpn_gn_1x")
 
 
 def current_names(config_name):
@@ -96,6 +98,44 @@ def test_trident_branches_add_no_parameters():
     assert trident.count("arg stage3_unit6_conv2_weight") == 1  # shared by the 3 branches
     assert not any("branch" in n for n in trident)
     assert "arg stage3_unit23_conv2_weight" in read_golden("tridentnet_r101v2c4_c5_1x")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_dcn_names_are_the_plain_backbone_plus_offset_convs(version):
+    """A plain (v1 / v1b: the same names) pretrained C4 checkpoint loads into the DCN configs:
+    the deformable conv2 keeps its name; only zero-initialised offset convs are added, one per
+    unit of res3-res5."""
+    plain = read_golden("faster_r50v1c4_c5_512roi_1x")
+    dcn = read_golden(f"faster_r50v1bc4_c5_512roi_dcnv{version}_1x")
+    offsets = [n for n in dcn if "_conv2_offset_" in n]
+    assert [n for n in dcn if n not in offsets] == plain
+    units = [f"stage{s}_unit{i}" for s, count in ((2, 4), (3, 6), (4, 3))
+             for i in range(1, count + 1)]
+    assert offsets == [f"arg {u}_conv2_offset_{kind}" for u in units
+                       for kind in ("weight", "bias")]
+
+
+def test_gn_names_replace_biases_and_moving_statistics_by_norm_affines():
+    plain, gn = read_golden("faster_r50v1_fpn_1x"), read_golden("faster_r50v1_fpn_gn_1x")
+    assert not any(n.startswith("aux ") for n in gn)  # GroupNorm keeps no statistics
+    backbone = [n for n in plain if n.startswith(("arg conv0", "arg bn", "arg stage"))]
+    assert [n for n in gn if n.startswith(("arg conv0", "arg bn", "arg stage"))] == backbone
+    for level in (2, 3, 4, 5):
+        for layer in ("lateral", "conv"):
+            name = f"fpn_p{level}_{layer}"
+            assert f"arg {name}_bias" in plain and f"arg {name}_bias" not in gn
+            assert {f"arg {name}_norm_gamma", f"arg {name}_norm_beta"} <= set(gn)
+    assert [n for n in gn if n.startswith("arg bbox_")] == (
+        [f"arg bbox_conv{i}_{kind}" for i in range(1, 5)
+         for kind in ("weight", "norm_gamma", "norm_beta")]
+        + [f"arg bbox_{layer}_{kind}" for layer in ("fc1", "cls_logit", "reg_delta")
+           for kind in ("weight", "bias")])
+    mask = read_golden("mask_r50v1_fpn_gn_1x")
+    assert [n for n in mask if n.startswith("arg mask_")] == (
+        [f"arg mask_conv{i}_{kind}" for i in range(1, 5)
+         for kind in ("weight", "norm_gamma", "norm_beta")]
+        + ["arg mask_deconv_weight", "arg mask_deconv_bias", "arg mask_logit_weight",
+           "arg mask_logit_bias"])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from simpledet.config import FasterRcnnConfig
 from simpledet.detectors import FasterRcnn
 from simpledet.engine.schedule import LrSchedule
 from simpledet.engine.trainer import Trainer, build_trainer
-from simpledet.models.backbone.normalizer import Normalizer
+from simpledet.models.layers.normalizer import Normalizer
 
 CHANNELS = 32  # GroupNorm's 32 groups need 32 channels
 # float32 reductions in another order (one batch of 2 in the graph vs two contexts summed in

@@ -1,8 +1,8 @@
 """Backbones: image -> named feature maps with strides (see base.py for the contract)."""
 from simpledet.models.backbone.base import Backbone, check_anchored, select_params
-from simpledet.models.backbone.normalizer import NORMALIZER_KINDS, Normalizer, make_normalizer
 from simpledet.models.backbone.resnet import RESNET_DEPTHS, RESNET_VARIANTS, ResNet
 from simpledet.models.backbone.trident import TridentResNet
+from simpledet.models.layers.normalizer import NORMALIZER_KINDS, Normalizer, make_normalizer
 
 __all__ = [
     "NORMALIZER_KINDS",
@@ -19,7 +19,9 @@ __all__ = [
 ]
 
 
-def build_backbone(backbone_cfg, last_stage=4, num_devices=1):
+def build_backbone(backbone_cfg, last_stage=4, num_devices=1, device=None):
     """The backbone of a ``backbone`` section, built up to ``last_stage`` (4: c2..c5, as with an
-    FPN neck; 3: c2..c4, the C4 layout). SyncBatchNorm synchronizes over ``num_devices``."""
-    return ResNet.from_config(backbone_cfg, num_devices=num_devices, last_stage=last_stage)
+    FPN neck; 3: c2..c4, the C4 layout). SyncBatchNorm synchronizes over ``num_devices``;
+    ``device`` (``cfg.runtime.device``) picks the DCN implementation."""
+    return ResNet.from_config(backbone_cfg, num_devices=num_devices, last_stage=last_stage,
+                              device=device)

@@ -30,11 +30,16 @@ layer has ``_gamma``/``_beta`` and, for BatchNorm kinds, ``_moving_mean``/``_mov
   C5 box head).
 - convs have no bias. Unit 1 of a stage has the projection shortcut when its shape changes;
   v2 always has one in unit 1 (as the MXNet model-zoo files).
+- DCN (``dcn_stages``): in those stages every unit's 3x3 ``{u}_conv2`` is deformable (same
+  weight name and shape, so a plain pretrained file loads into it) with a zero-initialised
+  offset conv ``{u}_conv2_offset_{weight,bias}`` (simpledet.models.layers.dcn), which no
+  pretrained classifier file holds: it is not in :meth:`ResNet.param_patterns`.
 """
 import mxnet as mx
 
 from simpledet.models.backbone.base import Backbone
-from simpledet.models.backbone.normalizer import Normalizer
+from simpledet.models.layers.dcn import DCN_IMPLS, DCN_VERSIONS, choose_impl, deformable_conv
+from simpledet.models.layers.normalizer import Normalizer
 
 __all__ = ["RESNET_DEPTHS", "RESNET_VARIANTS", "ResNet"]
 
@@ -48,6 +53,8 @@ _STRIDE_OF_STAGE = {1: 4, 2: 8, 3: 16, 4: 32}
 _NORM_LAYER_NAMES = r"(bn_data|bn0|bn1|stage[1-4]_unit[0-9]+_(bn[1-3]|sc_bn))"
 # Every layer this module names: stem, units of stages 1..4, v2's input whitening and final norm.
 _LAYER_NAMES = r"(bn_data|conv0|bn0|bn1|stage[1-4]_unit[0-9]+)"
+# DCN offset convs: backbone layers, but no pretrained classifier file has them.
+_OFFSET_NAMES = r"stage[1-4]_unit[0-9]+_conv2_offset_"
 _FROZEN_BN = Normalizer("fixbn")
 
 
@@ -89,12 +96,19 @@ class ResNet(Backbone):
         resnext_groups / resnext_group_width: ResNeXt cardinality and per-group width.
         width: stem channels and first-stage width of basic units (64 in every published
             ResNet); smaller widths make cheap from-scratch models (all channels scale with it).
+        dcn_stages: residual stages by their res number (2..5 = res2..res5, SimpleDet's
+            (3, 4, 5) or (4, 5)) whose units' 3x3 conv2 is deformable; () for none.
+        dcn_version: 1 (DeformableConvolution) or 2 (modulated, ModulatedDeformableConvolution).
+        dcn_groups: deformable groups (channel groups sharing one offset field).
+        dcn_impl: 'op' (MXNet's contrib ops) or 'sampler' (DCNv2 from stock ops, which train
+            on CPU); same parameters either way (simpledet.models.layers.dcn).
     """
 
     _scope = _BuildScope()  # stage() swaps in its own while it builds
 
     def __init__(self, variant="v1", depth=50, normalizer=None, *, frozen_stages=1, last_stage=4,
-                 resnext_groups=32, resnext_group_width=4, width=64):
+                 resnext_groups=32, resnext_group_width=4, width=64, dcn_stages=(),
+                 dcn_version=2, dcn_groups=1, dcn_impl="op"):
         if variant not in RESNET_VARIANTS:
             raise ValueError(f"backbone.variant must be one of {RESNET_VARIANTS}, got "
                              f"{variant!r}")
@@ -110,6 +124,14 @@ class ResNet(Backbone):
             raise ValueError(f"backbone.frozen_stages must be >= 0, got {frozen_stages}")
         if width < 1:
             raise ValueError(f"backbone.width must be >= 1, got {width}")
+        if not set(dcn_stages) <= {2, 3, 4, 5} or len(set(dcn_stages)) != len(dcn_stages):
+            raise ValueError(f"backbone.dcn_stages must be distinct res numbers in 2..5, got "
+                             f"{tuple(dcn_stages)}")
+        if dcn_version not in DCN_VERSIONS:
+            raise ValueError(f"backbone.dcn_version must be one of {DCN_VERSIONS}, got "
+                             f"{dcn_version!r}")
+        if dcn_impl not in DCN_IMPLS:
+            raise ValueError(f"dcn_impl must be one of {DCN_IMPLS}, got {dcn_impl!r}")
         self.variant = variant
         self.depth = depth
         self.normalizer = normalizer or Normalizer("fixbn")
@@ -119,25 +141,34 @@ class ResNet(Backbone):
         self.groups = resnext_groups if variant == "resnext" else 1
         self.group_width = resnext_group_width
         self.units = RESNET_DEPTHS[depth]
+        self.dcn_stages = tuple(sorted(dcn_stages))
+        self.dcn_version = dcn_version
+        self.dcn_groups = int(dcn_groups)
+        self.dcn_impl = dcn_impl
+        self._on_rois = False  # True while res5() builds on a batch of RoIs
         self.basic = depth in _BASIC_DEPTHS
         self.strides = {_FEATURE_OF_STAGE[s]: _STRIDE_OF_STAGE[s]
                         for s in range(1, last_stage + 1)}
 
     @classmethod
-    def from_config(cls, backbone_cfg, *, num_devices=1, last_stage=4):
+    def from_config(cls, backbone_cfg, *, num_devices=1, last_stage=4, device=None):
         """The backbone of a ``BackboneConfig`` (``cfg.backbone``).
 
         Args:
             backbone_cfg: the config section.
             num_devices: devices SyncBatchNorm synchronizes over (``cfg.runtime.num_devices``).
             last_stage: 4 for c2..c5, 3 for the C4 layout.
+            device: ``cfg.runtime.device``; DCNv2 on 'cpu' uses the stock-op implementation
+                (simpledet.models.layers.dcn.choose_impl).
         """
         return cls(backbone_cfg.variant, backbone_cfg.depth,
                    Normalizer(backbone_cfg.normalizer, num_devices),
                    frozen_stages=backbone_cfg.frozen_stages, last_stage=last_stage,
                    resnext_groups=backbone_cfg.resnext_groups,
                    resnext_group_width=backbone_cfg.resnext_group_width,
-                   width=backbone_cfg.width)
+                   width=backbone_cfg.width, dcn_stages=backbone_cfg.dcn_stages,
+                   dcn_version=backbone_cfg.dcn_version, dcn_groups=backbone_cfg.dcn_groups,
+                   dcn_impl=choose_impl(backbone_cfg.dcn_version, device))
 
     # --- channel bookkeeping ----------------------------------------------------------------
 
@@ -167,6 +198,17 @@ class ResNet(Backbone):
                                   kernel=(kernel, kernel), stride=(stride, stride),
                                   pad=(pad, pad), dilate=(dilate, dilate), num_group=groups,
                                   no_bias=True, **shared)
+
+    def _conv2(self, data, name, channels, stride=1, groups=1):
+        """A unit's 3x3 ``{name}_conv2``: deformable in the stages of ``dcn_stages``."""
+        stage = int(name[len("stage")])  # names are stage{s}_unit{i}, s = 1..4 = res2..res5
+        if stage + 1 not in self.dcn_stages:
+            return self._conv(data, f"{name}_conv2", channels, 3, stride, groups)
+        return deformable_conv(data, f"{name}_conv2", channels, 3, stride, groups=groups,
+                               version=self.dcn_version, deformable_groups=self.dcn_groups,
+                               im2col_step=1 if self._on_rois else 64,
+                               impl=self.dcn_impl if self.dcn_version == 2 else "op",
+                               in_channels=channels)  # every conv2 keeps its channel count
 
     def _norm(self, data, name, channels):
         scope = self._scope
@@ -257,13 +299,13 @@ class ResNet(Backbone):
         if self.basic:
             x = self._conv(data, f"{name}_conv1", out_ch, 3, stride)
             x = self._relu(self._norm(x, f"{name}_bn1", out_ch), f"{name}_relu1")
-            x = self._norm(self._conv(x, f"{name}_conv2", out_ch, 3), f"{name}_bn2", out_ch)
+            x = self._norm(self._conv2(x, name, out_ch), f"{name}_bn2", out_ch)
         else:
             # v1 (MSRA) strides in the first 1x1 conv, v1b / ResNeXt in the 3x3 conv.
             s1, s3 = (stride, 1) if self.variant == "v1" else (1, stride)
             x = self._conv(data, f"{name}_conv1", mid_ch, 1, s1)
             x = self._relu(self._norm(x, f"{name}_bn1", mid_ch), f"{name}_relu1")
-            x = self._conv(x, f"{name}_conv2", mid_ch, 3, s3, groups=self.groups)
+            x = self._conv2(x, name, mid_ch, s3, groups=self.groups)
             x = self._relu(self._norm(x, f"{name}_bn2", mid_ch), f"{name}_relu2")
             x = self._norm(self._conv(x, f"{name}_conv3", out_ch, 1), f"{name}_bn3", out_ch)
         shortcut = data
@@ -279,11 +321,11 @@ class ResNet(Backbone):
         if self.basic:
             x = self._conv(act, f"{name}_conv1", out_ch, 3, stride)
             x = self._relu(self._norm(x, f"{name}_bn2", out_ch), f"{name}_relu2")
-            x = self._conv(x, f"{name}_conv2", out_ch, 3)
+            x = self._conv2(x, name, out_ch)
         else:
             x = self._conv(act, f"{name}_conv1", mid_ch, 1)
             x = self._relu(self._norm(x, f"{name}_bn2", mid_ch), f"{name}_relu2")
-            x = self._conv(x, f"{name}_conv2", mid_ch, 3, stride)
+            x = self._conv2(x, name, mid_ch, stride)
             x = self._relu(self._norm(x, f"{name}_bn3", mid_ch), f"{name}_relu3")
             x = self._conv(x, f"{name}_conv3", out_ch, 1)
         shortcut = self._conv(act, f"{name}_sc", out_ch, 1, stride) if project else data
@@ -314,7 +356,11 @@ class ResNet(Backbone):
             (R, out_channels(4), ceil(h / stride), ceil(w / stride)) Symbol, activated (v2 adds
             its final norm ``bn1`` and relu, as the pretrained classifier does).
         """
-        x = self.stage(data, 4, stride, in_channels=self.out_channels(3))
+        self._on_rois = True  # any number of RoIs: DCNv2 needs im2col_step 1
+        try:
+            x = self.stage(data, 4, stride, in_channels=self.out_channels(3))
+        finally:
+            self._on_rois = False
         if self.variant == "v2":
             x = self._relu(self._norm(x, "bn1", self.out_channels(4)), "relu1")
         return x
@@ -323,7 +369,10 @@ class ResNet(Backbone):
         """``^(bn_data|conv0|bn0|bn1|stage[1-4]_unit[0-9]+)_``: the stem, every unit of
         res2..res5 (res5 also when the C5 box head builds it) and v2's ``bn_data`` / ``bn1``;
         the layer names of the pretrained classifier files. Heads' names carry a component
-        prefix (``fpn_``, ``rpn_``, ``bbox_``) and never match."""
+        prefix (``fpn_``, ``rpn_``, ``bbox_``) and never match; nor do DCN offset convs
+        (``stage{s}_unit{i}_conv2_offset_*``), which start from zero, not from the file."""
+        if self.dcn_stages:
+            return [f"^(?!{_OFFSET_NAMES}){_LAYER_NAMES}_"]
         return [f"^{_LAYER_NAMES}_"]
 
     def fixed_param_patterns(self):

@@ -55,12 +55,12 @@ class BboxHead:
         """(R, C, h, w) RoI features -> (R, D) Symbol; ``tag`` is appended to op names."""
         raise NotImplementedError
 
-    def _param(self, layer, kind, init):
-        """The head's Variable ``{prefix}{layer}{suffix}_{kind}`` (kind 'weight' or 'bias'),
-        created once."""
+    def _param(self, layer, kind, init, shape=None):
+        """The head's Variable ``{prefix}{layer}{suffix}_{kind}`` (kind 'weight', 'bias',
+        'gamma', ...), created once; ``shape`` where inference cannot find it."""
         full = f"{self.prefix}{layer}{self.suffix}_{kind}"
         if full not in self._vars:
-            self._vars[full] = mx.sym.var(full, init=init)
+            self._vars[full] = mx.sym.var(full, init=init, shape=shape)
         return self._vars[full]
 
     def _op(self, name, tag=""):

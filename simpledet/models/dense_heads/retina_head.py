@@ -42,7 +42,7 @@ import math
 import mxnet as mx
 
 from simpledet.models import losses
-from simpledet.models.backbone.normalizer import group_norm
+from simpledet.models.layers.normalizer import group_norm
 from simpledet.ops import retina_postprocess, sigmoid_focal_loss
 
 __all__ = ["RetinaHead"]

@@ -7,12 +7,16 @@ may exceed ceil(n)) and added; a 3x3 output conv gives p_l. p6 is p5 subsampled 
 pool of stride 2 (ceil(n / 2) rows), for the RPN only.
 
 Parameters (prefix ``fpn_``): ``fpn_p{l}_lateral_{weight,bias}`` and
-``fpn_p{l}_conv_{weight,bias}`` for l = 2..5.
+``fpn_p{l}_conv_{weight,bias}`` for l = 2..5. With a normalizer (``neck.normalizer``, e.g. 'gn':
+detectron2's FPN ``norm``) each lateral and output conv is followed by the shared normalizer
+(simpledet.models.layers.normalizer) and has no bias: ``fpn_p{l}_lateral_weight`` +
+``fpn_p{l}_lateral_norm_{gamma,beta}``, ``fpn_p{l}_conv_weight`` + ``fpn_p{l}_conv_norm_*``.
 """
 from typing import ClassVar
 
 import mxnet as mx
 
+from simpledet.models.layers.normalizer import Normalizer
 from simpledet.models.neck.base import Neck
 
 __all__ = ["FpnNeck", "RetinaFpnNeck"]
@@ -30,6 +34,8 @@ class FpnNeck(Neck):
         crop: crop each upsampled map to the finer level's size. The detectors' inputs are
             padded to multiples of 32, where the sizes always match, so they turn it off:
             the crop is a full copy forward and backward (~3 % of a small model's step).
+        normalizer: a :class:`Normalizer` after each lateral and output conv (those convs then
+            have no bias); None or kind 'none': plain convs with bias.
     """
 
     levels = (2, 3, 4, 5)  # the backbone maps c{l} with a lateral and an output conv
@@ -37,18 +43,24 @@ class FpnNeck(Neck):
     roi_feature_names = ("p2", "p3", "p4", "p5")
     strides: ClassVar[dict] = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
 
-    def __init__(self, channels=256, prefix="fpn_", crop=True):
+    def __init__(self, channels=256, prefix="fpn_", crop=True, normalizer=None):
         self.channels = int(channels)
         self.prefix = prefix
         self.crop = bool(crop)
+        self.normalizer = normalizer or Normalizer("none", key="neck.normalizer")
 
-    def _conv(self, data, name, kernel, stride=1):
+    def _conv(self, data, name, kernel, stride=1, norm=False):
+        """A conv of ``channels``; ``norm``: followed by the normalizer (then no bias)."""
         weight = mx.sym.var(f"{self.prefix}{name}_weight", init=_FPN_INIT)
-        bias = mx.sym.var(f"{self.prefix}{name}_bias", init=mx.init.Zero())
         pad = (kernel - 1) // 2
-        return mx.sym.Convolution(data, weight=weight, bias=bias, num_filter=self.channels,
-                                  kernel=(kernel, kernel), stride=(stride, stride),
-                                  pad=(pad, pad), name=name)
+        geometry = dict(num_filter=self.channels, kernel=(kernel, kernel),
+                        stride=(stride, stride), pad=(pad, pad), name=name)
+        if not norm or self.normalizer.is_identity:
+            bias = mx.sym.var(f"{self.prefix}{name}_bias", init=mx.init.Zero())
+            return mx.sym.Convolution(data, weight=weight, bias=bias, **geometry)
+        out = mx.sym.Convolution(data, weight=weight, no_bias=True, **geometry)
+        with mx.name.NameManager():  # the full name, prefix included, names ops and parameters
+            return self.normalizer(out, f"{self.prefix}{name}_norm", self.channels)
 
     def _top_down(self, features):
         """The lateral + top-down + 3x3 output maps {"p{l}": Symbol} of ``self.levels``
@@ -60,7 +72,7 @@ class FpnNeck(Neck):
         outputs = {}
         merged = None
         for level in reversed(self.levels):
-            lateral = self._conv(features[f"c{level}"], f"p{level}_lateral", 1)
+            lateral = self._conv(features[f"c{level}"], f"p{level}_lateral", 1, norm=True)
             if merged is not None:
                 up = mx.sym.UpSampling(merged, scale=2, sample_type="nearest", num_args=1,
                                        name=f"p{level + 1}_upsample")
@@ -68,7 +80,7 @@ class FpnNeck(Neck):
                     up = mx.sym.slice_like(up, lateral, axes=(2, 3), name=f"p{level}_clip")
                 lateral = mx.sym.elemwise_add(lateral, up, name=f"p{level}_sum")
             merged = lateral
-            outputs[f"p{level}"] = self._conv(merged, f"p{level}_conv", 3)
+            outputs[f"p{level}"] = self._conv(merged, f"p{level}_conv", 3, norm=True)
         return outputs
 
     def get_features(self, features):
