@@ -1,7 +1,7 @@
 """Typed, validated experiment configs: the schema mechanism, the settings every family shares
 (``common.DetectorConfig``), the family schemas (Faster R-CNN, Mask R-CNN, Cascade R-CNN,
-RetinaNet), and loading / overriding / dumping / diffing config files. See DESIGN.md and
-``config/``.
+RetinaNet, RPN-only), and loading / overriding / dumping / diffing config files. See DESIGN.md
+and ``config/``.
 """
 from simpledet.config.cascade_rcnn import CascadeRcnnConfig
 from simpledet.config.common import COCO_CLASS_NAMES, DetectorConfig
@@ -20,11 +20,12 @@ from simpledet.config.loader import (
 )
 from simpledet.config.mask_rcnn import MaskRcnnConfig
 from simpledet.config.retinanet import RetinaNetConfig
+from simpledet.config.rpn import RpnConfig
 from simpledet.config.schema import ConfigError, ConfigKeyError, Section, field
 
 __all__ = [
     "COCO_CLASS_NAMES", "CascadeRcnnConfig", "ConfigError", "ConfigKeyError", "DetectorConfig",
-    "FasterRcnnConfig", "MaskRcnnConfig", "RetinaNetConfig", "Section",
+    "FasterRcnnConfig", "MaskRcnnConfig", "RetinaNetConfig", "RpnConfig", "Section",
     "add_config_arguments", "apply_overrides", "config_to_json", "config_to_python",
     "diff_configs", "dump_config", "exit_on_config_error", "field", "format_diff",
     "load_config", "parse_override",

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "golden"
 REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask_r50v1_fpn_1x",
-                     "cascade_r50v1_fpn_1x", "retina_r50v1_fpn_1x")
+                     "cascade_r50v1_fpn_1x", "retina_r50v1_fpn_1x", "rpn_r50v1_fpn_1x")
 
 
 def current_names(config_name):
@@ -87,6 +87,11 @@ def test_golden_files_cover_every_component():
                      "arg retina_bbox_delta_bias", "arg retina_label"):
         assert expected in retina
     assert not any(n.startswith(("arg rpn_", "arg bbox_", "arg fpn_p2")) for n in retina)
+    # the RPN-only model is Faster R-CNN's first stage: the same names, no RoI stage, so its
+    # checkpoints initialize a Faster R-CNN's backbone, FPN and RPN
+    rpn = read_golden("rpn_r50v1_fpn_1x")
+    assert rpn == [n for n in names if not n.startswith(("arg bbox_", "arg im_info",
+                                                         "arg gt_boxes", "arg gt_crowd"))]
 
 
 if __name__ == "__main__":
