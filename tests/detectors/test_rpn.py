@@ -168,7 +168,7 @@ def test_faster_rcnn_keeps_its_own_contract_over_the_rpn_it_extends():
     dets = np.array([[[10, 20, 29, 39, 0.9, 2], [-1, -1, -1, -1, -1, -1]]], np.float32)
     im_info = np.array([[100, 150, 2.0]], np.float32)
     faster = FasterRcnn.__new__(FasterRcnn)  # decoding needs no graph
-    (result,) = faster.decode_test_outputs(dets, im_info, [(50, 75)])
+    (result,) = faster.decode_test_outputs([dets], im_info, [(50, 75)])  # the outputs list
     (base,) = Detector.decode_test_outputs(faster, dets, im_info, [(50, 75)])
     for key in ("boxes", "scores", "classes"):
         np.testing.assert_array_equal(result[key], base[key])
@@ -181,8 +181,10 @@ def test_decode_maps_proposals_to_original_pixels_and_drops_padding():
         [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],                    # none survived
     ], np.float32)
     im_info = np.array([[100, 150, 2.0], [64, 64, 0.5]], np.float32)
-    first, second = RpnDetector.decode_test_outputs(None, proposals, im_info, [(50, 75),
-                                                                               (128, 128)])
+    first, second = RpnDetector.decode_test_outputs(None, [proposals], im_info, [(50, 75),
+                                                                                 (128, 128)])
+    again = RpnDetector.decode_test_outputs(None, proposals, im_info, [(50, 75), (128, 128)])
+    np.testing.assert_array_equal(again[0]["boxes"], first["boxes"])  # the array alone too
     # "+1" boxes: x1 / s, (x2 + 1) / s - 1, clipped to the 75x50 original
     np.testing.assert_allclose(first["boxes"], [[5, 10, 14, 19], [0, 0, 74, 29.5]])
     np.testing.assert_allclose(first["scores"], [0.9, 0.4])
@@ -263,7 +265,8 @@ def test_tiny_model_trains_a_step_and_proposes_inside_the_images():
     assert proposals.shape == (2, cfg.rpn.test_post_nms, 5) and np.isfinite(proposals).all()
     # the second image is 100 x 128 (input pixels): proposals clipped to it
     assert proposals[1, :, 3].max() <= 99 and proposals[..., :4].min() >= 0
-    results = model.decode_test_outputs(proposals, im_info, [(SIZE, SIZE), (50, 64)])
+    # the tester hands over the list of the test symbol's outputs
+    results = model.decode_test_outputs([proposals], im_info, [(SIZE, SIZE), (50, 64)])
     for result, rows, (height, width) in zip(results, proposals, [(SIZE, SIZE), (50, 64)]):
         count = proposal_count(rows)
         assert 0 < count <= cfg.rpn.test_post_nms and len(result["boxes"]) == count
