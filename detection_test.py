@@ -1,7 +1,8 @@
-"""Evaluates a trained detector on the config's val split with COCO AP.
+"""Evaluates a trained detector on the config's val split with COCO AP (proposals: AR).
 
     python detection_test.py --config config/faster_r50v1_fpn_1x.py [--iter N] [--json OUT]
-        [--vis K [--vis-score S]] [--set KEY=VALUE ...] [--gpus 0,1 | --cpus N]
+        [--vis K [--vis-score S]] [--dump-proposals FILE] [--set KEY=VALUE ...]
+        [--gpus 0,1 | --cpus N]
 
 Builds the model from the experiment's saved config (experiments/<name>/config.json, with this
 command's --set applied; differences from the config file are logged), loads its latest
@@ -11,6 +12,13 @@ R-CNN), prints COCOeval's summary of each of the detector's evaluations (bbox; b
 for Mask R-CNN), writes {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, ...} to --json
 and, with --vis K, draws K images with their detections scoring >= --vis-score (0.5; and masks)
 to experiments/<name>/vis/iter_<N>/ (simpledet.utils.draw, as scripts/demo.py draws).
+
+An RPN-only config (config/rpn_r50v1_fpn_1x.py, config/shapes/rpn_fpn.py) is evaluated by
+class-agnostic proposal recall instead: results_iter_<N>_proposal.json, AR@100/300/1000 and
+AR small/medium/large at 1000 printed, {"proposal": {"AR100", "AR300", "AR1000", "ARs1000",
+"ARm1000", "ARl1000"}} to --json; --dump-proposals FILE also writes every val image's
+proposals in original-image pixels with their scores to FILE (.npz: image_ids, counts, boxes,
+scores; read it with simpledet.engine.proposals.load_proposals).
 
 Errors are one 'error: ...' line on stderr (--debug adds the Python traceback): exit code 2 for
 bad input (config, data, checkpoint), 1 when a loader worker died, 130 on Ctrl-C.
@@ -30,11 +38,15 @@ def parse_args(argv=None):
     add_debug_argument(parser)
     parser.add_argument("--iter", type=int, default=None, metavar="N",
                         help="checkpoint iteration (default: the latest)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="write the AP numbers here")
+    parser.add_argument("--json", default=None, metavar="OUT",
+                        help="write the AP (proposals: AR) numbers here")
     parser.add_argument("--vis", type=int, default=0, metavar="K",
                         help="draw K images with their detections")
     parser.add_argument("--vis-score", type=float, default=0.5, metavar="S",
                         help="--vis draws the detections scoring >= S (default: %(default)s)")
+    parser.add_argument("--dump-proposals", default=None, metavar="FILE",
+                        help="RPN-only configs: write every image's proposals (original "
+                             "pixels, scores) to this .npz file")
     return parser.parse_args(argv)
 
 
@@ -49,6 +61,7 @@ def main(argv=None):
         prepare_split,
         set_debug,
     )
+    from simpledet.engine.proposals import NotProposalsError, require_proposals
     from simpledet.utils.logging import setup_logging
 
     set_debug(args.debug)
@@ -56,9 +69,11 @@ def main(argv=None):
     try:
         cfg, overrides = load_cli_config(args)
         cfg = config_of_experiment(cfg, overrides)
+        if args.dump_proposals:
+            require_proposals(type(cfg).detector_class)
         prepare_split(cfg, "val")
         find_checkpoint(cfg.experiment_dir, args.iter)
-    except (CliError, CheckpointError) as err:
+    except (CliError, CheckpointError, NotProposalsError) as err:
         return fail(str(err))
 
     from simpledet.data.coco import DatasetError
@@ -69,7 +84,8 @@ def main(argv=None):
 
     try:
         run_test(cfg, build_detector(cfg), make_contexts(cfg.runtime), iteration=args.iter,
-                 json_out=args.json, vis=args.vis, vis_score=args.vis_score)
+                 json_out=args.json, vis=args.vis, vis_score=args.vis_score,
+                 proposals_out=args.dump_proposals)
     except (DatasetError, CheckpointError, LoaderError) as err:
         return fail(str(err), code=1 if isinstance(err, WorkerDiedError) else 2)
     except KeyboardInterrupt:

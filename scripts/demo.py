@@ -118,13 +118,16 @@ def main(argv=None):
     from simpledet.utils.draw import write_picture
 
     out_dir = args.out or os.path.join(cfg.experiment_dir, "demo")
-    class_names = tuple(cfg.dataset.class_names)
     report = []
     try:
+        detector = build_detector(cfg)
+        # an RPN-only model's results are class-1 proposals of no category: label them so
+        proposals = "proposal" in detector.eval_types
+        class_names = ("proposal",) if proposals else tuple(cfg.dataset.class_names)
         arg_params, aux_params, source = load_weights(cfg.experiment_dir, args.iter,
                                                       args.params)
         print(f"model: {cfg.name} ({type(cfg).__name__}), parameters: {source}", flush=True)
-        predictor = ImagePredictor(cfg, build_detector(cfg), make_contexts(cfg.runtime)[0],
+        predictor = ImagePredictor(cfg, detector, make_contexts(cfg.runtime)[0],
                                    arg_params, aux_params, source)
         os.makedirs(out_dir, exist_ok=True)
         for image, picture in zip(args.images, picture_paths(args.images, out_dir)):

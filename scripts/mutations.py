@@ -304,4 +304,25 @@ MUTATIONS = (
         new='lateral = self._conv(features[f"c{level}"], f"p{level}_lateral", 1, norm=False)',
         tests=("tests/models/test_normalizer.py::"
                "test_fpn_with_gn_normalizes_every_lateral_and_output_conv",)),
+    Mutation(
+        name="proposal_per_category",
+        claim="proposal AR matches boxes of any category (COCOeval useCats = 0)",
+        file="simpledet/engine/evaluation.py",
+        old="evaluator.params.useCats = int(spec.use_cats)",
+        new="evaluator.params.useCats = 1",
+        tests=("tests/engine/test_proposal_eval.py",)),
+    Mutation(
+        name="proposal_padding",
+        claim="the proposal op's padding rows (cyclic repeats) are no results",
+        file="simpledet/detectors/rpn.py",
+        old="count = proposal_count(rows)",
+        new="count = len(rows)",
+        tests=("tests/detectors/test_rpn.py",)),
+    Mutation(
+        name="faster_decodes_as_rpn",
+        claim="Faster R-CNN extends the RPN-only detector but decodes its own dets (B, D, 6)",
+        file="simpledet/detectors/faster_rcnn.py",
+        old="        return decode_detections(outputs, im_info, image_sizes)",
+        new="        return RpnDetector.decode_test_outputs(self, outputs, im_info, image_sizes)",
+        tests=("tests/detectors/test_rpn.py",)),
 )

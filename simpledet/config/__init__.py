@@ -1,6 +1,6 @@
 """Typed, validated experiment configs: the schema mechanism, the settings every family shares
 (``common.DetectorConfig``), the family schemas (Faster R-CNN, Mask R-CNN, Cascade R-CNN,
-RetinaNet, TridentNet), and loading / overriding / dumping / diffing config files. See
+RetinaNet, TridentNet, RPN-only), and loading / overriding / dumping / diffing config files. See
 DESIGN.md and ``config/``.
 """
 from simpledet.config.cascade_rcnn import CascadeRcnnConfig
@@ -20,12 +20,14 @@ from simpledet.config.loader import (
 )
 from simpledet.config.mask_rcnn import MaskRcnnConfig
 from simpledet.config.retinanet import RetinaNetConfig
+from simpledet.config.rpn import RpnConfig
 from simpledet.config.schema import ConfigError, ConfigKeyError, Section, field
 from simpledet.config.tridentnet import TridentNetConfig
 
 __all__ = [
     "COCO_CLASS_NAMES", "CascadeRcnnConfig", "ConfigError", "ConfigKeyError", "DetectorConfig",
-    "FasterRcnnConfig", "MaskRcnnConfig", "RetinaNetConfig", "Section", "TridentNetConfig",
+    "FasterRcnnConfig", "MaskRcnnConfig", "RetinaNetConfig", "RpnConfig", "Section",
+    "TridentNetConfig",
     "add_config_arguments", "apply_overrides", "config_to_json", "config_to_python",
     "diff_configs", "dump_config", "exit_on_config_error", "field", "format_diff",
     "load_config", "parse_override",

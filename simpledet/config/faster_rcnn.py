@@ -332,21 +332,19 @@ LAYOUTS = {
 LOW_PRECISION_COMPONENTS = FasterRcnn.precision_components
 
 
-class FasterRcnnConfig(DetectorConfig):
-    """A complete Faster R-CNN experiment: the run settings (see DetectorConfig) and the model.
+class RpnStageConfig(DetectorConfig):
+    """The model up to the RPN: backbone, neck and RPN sections and their derived values.
+
+    The base of the RPN-only family (``simpledet.config.rpn.RpnConfig``) and of Faster R-CNN
+    (:class:`FasterRcnnConfig`), so both read ``layout()``, ``rpn_feature_strides`` and the
+    pretrained file from one definition. Not a family itself (it names no detector).
 
     ``pretrain='auto'`` stands for ``pretrain_model/{backbone.arch_name}-0000.params``.
     """
 
-    detector_class = FasterRcnn
-    precision_components = LOW_PRECISION_COMPONENTS
-
     backbone: BackboneConfig
     neck: NeckConfig
     rpn: RpnConfig
-    roi_sampler: RoiSamplerConfig
-    roi_extractor: RoiExtractorConfig
-    bbox_head: BboxHeadConfig
 
     def layout(self) -> FasterLayout:
         """The FPN or C4 layout of ``neck.type`` (see :data:`LAYOUTS`)."""
@@ -360,6 +358,29 @@ class FasterRcnnConfig(DetectorConfig):
     def rpn_feature_strides(self) -> tuple:
         """Strides of the feature maps the RPN runs on: P2-P6 for FPN, C4 otherwise."""
         return self.layout().rpn_feature_strides
+
+    def validate(self):
+        if self.pretrain_path is None and self.backbone.normalizer == "fixbn":
+            # A warning, not an error: smoke tests train zoo configs from scratch on purpose.
+            warnings.warn("backbone.normalizer is 'fixbn' but pretrain is none: frozen "
+                          "BatchNorm keeps its initial statistics (identity); consider "
+                          "backbone.normalizer='bn', 'syncbn' or 'gn'", stacklevel=2)
+        super().validate()
+
+
+class FasterRcnnConfig(RpnStageConfig):
+    """A complete Faster R-CNN experiment: the run settings (see DetectorConfig), the model up
+    to the RPN (see RpnStageConfig) and the RoI stage.
+
+    ``pretrain='auto'`` stands for ``pretrain_model/{backbone.arch_name}-0000.params``.
+    """
+
+    detector_class = FasterRcnn
+    precision_components = LOW_PRECISION_COMPONENTS
+
+    roi_sampler: RoiSamplerConfig
+    roi_extractor: RoiExtractorConfig
+    bbox_head: BboxHeadConfig
 
     @property
     def roi_feature_strides(self) -> tuple:
@@ -375,9 +396,4 @@ class FasterRcnnConfig(DetectorConfig):
                 f"{self.neck.type!r} needs {needed}", key="bbox_head.type",
                 suggestion="FPN uses the 2mlp (or 4conv1fc) head; the C4 layout (neck 'none') "
                            "the c5 head")
-        if self.pretrain_path is None and self.backbone.normalizer == "fixbn":
-            # A warning, not an error: smoke tests train zoo configs from scratch on purpose.
-            warnings.warn("backbone.normalizer is 'fixbn' but pretrain is none: frozen "
-                          "BatchNorm keeps its initial statistics (identity); consider "
-                          "backbone.normalizer='bn', 'syncbn' or 'gn'", stacklevel=2)
         super().validate()

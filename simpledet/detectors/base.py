@@ -6,15 +6,17 @@ nothing else of it. Layouts (B images per device, (Hb, Wb) the padded bucket):
 
 Train inputs (``train_data_names``, each with the image as axis 0 so Module can split a batch
 over contexts; shapes and dtypes in ``simpledet.data.layout``): the batch arrays the train graph
-reads, data first, out of
+reads, data first (MXNet cannot bind an input the graph does not use, so a family lists only
+those), out of
     data (B, 3, Hb, Wb) float32 normalized pixels; im_info (B, 3) [height, width, scale] of
     the resized image; gt_boxes (B, G, 5) [x1, y1, x2, y2, class] "+1" boxes in input pixels,
     padding rows -1; then the arrays of the family's loader targets,
     :meth:`Detector.target_assigners` (Faster R-CNN: one RpnAnchorAssigner, rpn_label (B, N),
     rpn_target and rpn_weight (B, 4N) for the N anchors of :meth:`Detector.rpn_levels`, then,
     with roi_sampler.crowd_iof, a CrowdRegionAssigner, gt_crowd (B, M, 4) crowd regions padded
-    with -1 rows; RetinaNet: one RetinaAnchorAssigner, and its graph reads neither im_info
-    nor gt_boxes).
+    with -1 rows; the RPN-only detector: the RpnAnchorAssigner alone, and its graph reads
+    neither im_info nor gt_boxes; RetinaNet: one RetinaAnchorAssigner, and its graph reads
+    neither im_info nor gt_boxes).
 Train outputs: one ``MakeLoss`` per name of ``loss_names``, each a (1,) value normalized over
     this device's samples (the optimizer averages the devices' gradients).
 Test inputs (``test_data_names``): data, im_info.
@@ -22,8 +24,12 @@ Test outputs: the test symbol's outputs (a list of numpy arrays, in list_outputs
     decoded per image by :meth:`Detector.decode_test_outputs` into result dicts in
     original-image pixels; the base decodes the first output ``dets`` (B, D, 6)
     [x1, y1, x2, y2, score, class] in network-input pixels, rows with class < 1 unused
-    (Mask R-CNN adds ``masks`` (B, D, M, M) and its dicts a "masks" list of RLE dicts).
-Evaluation: ``eval_types`` names the COCO evaluations of those results ('bbox', 'segm').
+    (Mask R-CNN adds ``masks`` (B, D, M, M) and its dicts a "masks" list of RLE dicts; the
+    RPN-only detector outputs ``proposals`` (B, P, 5) [x1, y1, x2, y2, score] instead, its
+    results all of class 1).
+Evaluation: ``eval_types`` names the COCO evaluations of those results, entries of
+    ``simpledet.engine.evaluation.EVAL_TYPES``: 'bbox' (and 'segm' for masks) score detections
+    per category by AP; 'proposal' scores boxes class-agnostically by recall (AR@100/300/1000).
 """
 import numpy as np
 
@@ -91,7 +97,8 @@ class Detector:
         loss_names: the train symbol's MakeLoss names (``{name}_output`` in list_outputs).
         precision_components: the components the detector marks for mixed precision (the
             family config's ``precision_components`` is this tuple).
-        eval_types: the COCO evaluations of the test results ('bbox'; 'segm' for masks).
+        eval_types: the COCO evaluations of the test results ('bbox'; 'segm' for masks;
+            'proposal' for proposals: class-agnostic AR), the first naming the results json.
 
     Args:
         cfg: the family's frozen config (a ``simpledet.config.common.DetectorConfig``).

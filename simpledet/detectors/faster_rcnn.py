@@ -1,5 +1,8 @@
 """Faster R-CNN: backbone -> neck -> RPN -> proposal sampling -> RoIAlign -> box head.
 
+The stages up to the RPN (backbone, neck, RPN head, anchor levels, the RPN anchor targets) are
+the RPN-only detector's (simpledet.detectors.rpn.RpnDetector), which this class extends.
+
 Separate train and test symbols (no is-training branch inside one graph); components are built
 in float32 and pass Symbols to each other. With ``cfg.precision`` 'fp16' / 'bf16' each
 component's op nodes are recorded as it is built and the finished graph is converted so that
@@ -25,15 +28,16 @@ Test symbol: inputs data, im_info; one output dets (B, max_det, 6) [x1, y1, x2, 
 """
 import mxnet as mx
 
-from simpledet.data.targets import CrowdRegionAssigner, RpnAnchorAssigner, levels_table
-from simpledet.detectors.base import Detector
-from simpledet.models import FpnRoiExtractor, RpnHead, build_backbone, build_bbox_head, build_neck
+from simpledet.data.targets import CrowdRegionAssigner, RpnAnchorAssigner
+from simpledet.detectors.base import decode_detections
+from simpledet.detectors.rpn import RpnDetector
+from simpledet.models import FpnRoiExtractor, build_bbox_head
 from simpledet.models.precision import PrecisionPlan
 
 __all__ = ["FasterRcnn"]
 
 
-class FasterRcnn(Detector):
+class FasterRcnn(RpnDetector):
     """Builds Faster R-CNN symbols from a FasterRcnnConfig (see Detector for the attributes)."""
 
     train_data_names = ("data", "im_info", "gt_boxes", "rpn_label", "rpn_target", "rpn_weight")
@@ -41,26 +45,15 @@ class FasterRcnn(Detector):
     label_names = ()
     loss_names = ("rpn_cls_loss", "rpn_reg_loss", "bbox_cls_loss", "bbox_reg_loss")
     precision_components = ("backbone", "neck", "rpn_head", "bbox_head")
+    eval_types = ("bbox",)
 
     def __init__(self, cfg):
-        super().__init__(cfg)
-        self.backbone = build_backbone(cfg.backbone, cfg.layout().backbone_last_stage,
-                                       cfg.runtime.num_devices, cfg.runtime.device)
-        self.neck = build_neck(cfg.neck, cfg.runtime.num_devices)
-        for names, strides, what in (
-                (self.neck.rpn_feature_names, cfg.rpn_feature_strides, "rpn_feature_strides"),
-                (self.neck.roi_feature_names, cfg.roi_feature_strides, "roi_feature_strides")):
-            have = tuple(self.neck.strides[n] for n in names)
-            if have != tuple(strides):
-                raise ValueError(f"neck {type(self.neck).__name__} gives strides {have} but "
-                                 f"cfg.{what} is {tuple(strides)}")
-        self.rpn_head = RpnHead(cfg.rpn, self.neck.rpn_feature_names, cfg.rpn_feature_strides,
-                                sampler_cfg=cfg.roi_sampler, num_classes=cfg.num_classes,
-                                box_cfg=cfg.bbox_head)
+        super().__init__(cfg)  # backbone, neck, RPN head
+        self._check_strides(self.neck.roi_feature_names, cfg.roi_feature_strides,
+                            "roi_feature_strides")
         self.roi_extractor = FpnRoiExtractor(cfg.roi_extractor, cfg.roi_feature_strides)
         self.bbox_head = build_bbox_head(cfg.bbox_head, cfg.num_classes, cfg.test,
                                          self.backbone)
-        self._levels_cache = {}
         if self.uses_crowd:  # gt_crowd follows the RPN targets, as in target_assigners
             names = type(self).train_data_names
             at = names.index(RpnAnchorAssigner.names[-1]) + 1
@@ -72,24 +65,12 @@ class FasterRcnn(Detector):
         (``roi_sampler.crowd_iof`` neither 0 nor None): the train graph then takes gt_crowd."""
         return bool(self.cfg.roi_sampler.crowd_iof)
 
+    def _rpn_head_options(self):
+        """The RoI sampling settings the RPN head's get_sampled_proposal needs."""
+        return dict(sampler_cfg=self.cfg.roi_sampler, num_classes=self.cfg.num_classes,
+                    box_cfg=self.cfg.bbox_head)
+
     # --- graph pieces -----------------------------------------------------------------------
-
-    def _features(self, data, plan=None):
-        """(rpn feature list, roi feature list), finest first; ``plan`` records the
-        backbone's and the neck's op nodes."""
-        plan = plan or PrecisionPlan()
-        backbone_features = self.backbone.get_features(data)
-        plan.mark("backbone", [data], list(backbone_features.values()))
-        features = self.neck.get_features(backbone_features)
-        plan.mark("neck", list(backbone_features.values()), list(features.values()))
-        return ([features[n] for n in self.neck.rpn_feature_names],
-                [features[n] for n in self.neck.roi_feature_names])
-
-    def _rpn_output(self, rpn_features, plan):
-        """The RPN head's per-level logits and deltas; ``plan`` records its op nodes."""
-        cls_logits, bbox_deltas = self.rpn_head.get_output(rpn_features)
-        plan.mark("rpn_head", rpn_features, cls_logits + bbox_deltas)
-        return cls_logits, bbox_deltas
 
     def _bbox_output(self, roi_feat, plan):
         """The box head's logits and deltas; ``plan`` records its op nodes (res5 for C4)."""
@@ -131,12 +112,6 @@ class FasterRcnn(Detector):
             state["gt_index"] = sampled[4]
         return loss_values, state
 
-    def _loss_group(self, loss_values, plan):
-        """mx.sym.Group of one MakeLoss per ``loss_names`` entry, converted by ``plan``."""
-        symbol = mx.sym.Group([mx.sym.MakeLoss(loss_values[name], name=name)
-                               for name in self.loss_names])
-        return plan.apply(symbol, self.train_data_names)
-
     def _detections(self, inputs, plan):
         """(dets (B, max_det, 6), roi feature list) of the test graph."""
         rpn_features, roi_features = self._features(inputs["data"], plan)
@@ -162,39 +137,17 @@ class FasterRcnn(Detector):
         dets, _ = self._detections(inputs, plan)
         return plan.apply(dets, self.test_data_names)
 
-    # --- what the engine needs --------------------------------------------------------------
-
-    def rpn_levels(self, bucket_h, bucket_w):
-        """[(stride, feat_h, feat_w)] of the RPN levels for a padded (bucket_h, bucket_w) input,
-        by infer_shape of the RPN logits (the loader's anchor targets must match them)."""
-        key = (int(bucket_h), int(bucket_w))
-        if key not in self._levels_cache:
-            rpn_features, _ = self._features(mx.sym.var("data"))
-            cls_logits, _ = self.rpn_head.get_output(rpn_features)
-            _, shapes, _ = mx.sym.Group(cls_logits).infer_shape(data=(1, 3) + key)
-            self._levels_cache[key] = [(stride, shape[2], shape[3]) for stride, shape
-                                       in zip(self.cfg.rpn_feature_strides, shapes)]
-        return list(self._levels_cache[key])
+    # --- what the engine needs (the rest is RpnDetector's) ------------------------------------
 
     def target_assigners(self, buckets=None):
-        """[RpnAnchorAssigner of cfg.rpn on the levels of ``rpn_levels`` (a table of the given
-        buckets, which pickles; all buckets through this detector when None), then, when
-        ``uses_crowd``, the CrowdRegionAssigner of cfg.input (it draws nothing from the image's
-        random stream)]."""
-        levels_fn = self.rpn_levels if buckets is None else levels_table(self.rpn_levels,
-                                                                          buckets)
+        """[RpnAnchorAssigner of cfg.rpn on the levels of ``rpn_levels`` (see
+        RpnDetector.target_assigners), then, when ``uses_crowd``, the CrowdRegionAssigner of
+        cfg.input (it draws nothing from the image's random stream)]."""
         crowd = [CrowdRegionAssigner.from_config(self.cfg.input)] if self.uses_crowd else []
-        return [RpnAnchorAssigner.from_config(self.cfg.rpn, levels_fn)] + crowd
+        return super().target_assigners(buckets) + crowd
 
-    def fixed_param_patterns(self):
-        """Anchored regexes of the parameters not to train (frozen backbone stages and, with
-        fixbn, every backbone norm affine); use ``simpledet.models.select_params`` on
-        ``symbol.list_arguments()`` to get Module's ``fixed_param_names``."""
-        return self.backbone.fixed_param_patterns()
-
-    def backbone_param_patterns(self):
-        """Anchored regexes of the backbone's parameter names (res5 of the C4 layout
-        included): the parameters a pretrained file must hold when ``pretrain_strict``;
-        everything else (neck, RPN, box head) is expected to be initialized. See
-        simpledet.engine.pretrained."""
-        return self.backbone.param_patterns()
+    def decode_test_outputs(self, outputs, im_info, image_sizes):
+        """Per-image detections (original pixels) of dets (B, max_det, 6), the first output:
+        the contract's default decoding (simpledet.detectors.base.decode_detections), not the
+        RPN's."""
+        return decode_detections(outputs, im_info, image_sizes)

@@ -10,6 +10,11 @@ Detections, per image, as the tester produces them::
 
 COCO results use [x, y, w, h] with w = x2 - x1 + 1, the json's original category ids, and
 compressed RLE (``pycocotools.mask.encode``) with ``counts`` as a str for masks.
+
+The evaluations (a detector's ``eval_types``) are the entries of :data:`EVAL_TYPES`, each a
+COCOeval setting and the numbers it reports: 'bbox' and 'segm' (AP per category, the 12-number
+summary) and 'proposal' (class-agnostic box recall of proposals, ``useCats = 0``, at 100, 300
+and 1000 proposals per image: AR100, AR300, AR1000 and ARs1000 / ARm1000 / ARl1000 by area).
 """
 import contextlib
 import copy
@@ -17,6 +22,7 @@ import io
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +32,40 @@ from simpledet.data.coco import DatasetError, load_json
 # Order of COCOeval.stats.
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-IOU_TYPES = ("bbox", "segm")
+
+
+@dataclass(frozen=True)
+class EvalType:
+    """One COCO evaluation of per-image results.
+
+    Attributes:
+        iou_type: COCOeval's iouType, 'bbox' or 'segm'.
+        use_cats: COCOeval ``params.useCats``; False matches boxes of any category (proposals).
+        max_dets: COCOeval ``params.maxDets`` (3 values): AR is reported at each, AP and the
+            per-area numbers at the last (COCOeval.summarize).
+        summary: (key, index into COCOeval.stats) of the numbers returned, in order.
+        json_keys: the headline numbers (detection_test.py --json).
+    """
+
+    iou_type: str
+    use_cats: bool
+    max_dets: tuple
+    summary: tuple
+    json_keys: tuple
+
+
+_DETECTION_SUMMARY = tuple((key, i) for i, key in enumerate(SUMMARY_KEYS))
+_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+PROPOSAL_MAX_DETS = (100, 300, 1000)
+PROPOSAL_KEYS = ("AR100", "AR300", "AR1000", "ARs1000", "ARm1000", "ARl1000")
+EVAL_TYPES = {
+    "bbox": EvalType("bbox", True, (1, 10, 100), _DETECTION_SUMMARY, _AP_KEYS),
+    "segm": EvalType("segm", True, (1, 10, 100), _DETECTION_SUMMARY, _AP_KEYS),
+    # COCOeval.stats[6:12] with maxDets (100, 300, 1000): AR at each, then by area at 1000
+    "proposal": EvalType("bbox", False, PROPOSAL_MAX_DETS,
+                         tuple(zip(PROPOSAL_KEYS, range(6, 12))), PROPOSAL_KEYS),
+}
+IOU_TYPES = tuple(EVAL_TYPES)
 
 
 def detections_to_coco_results(detections, label_to_cat_id):
@@ -159,27 +198,32 @@ def _results_to_coco(coco_gt, results, iou_type, name):
 
 
 def evaluate_coco(gt, results, iou_type="bbox", *, image_ids=None, verbose=True):
-    """Runs COCOeval and returns its 12-number summary.
+    """Runs COCOeval and returns its summary.
 
     Args:
         gt: ground truth: json path, parsed dict or pycocotools COCO.
         results: COCO result dicts (list) or a results json path; may be empty.
-        iou_type: "bbox" or "segm".
+        iou_type: an evaluation of :data:`EVAL_TYPES`: "bbox", "segm" or "proposal".
         image_ids: evaluate on these images only (default: every ground-truth image).
-        verbose: print COCOeval's summary table.
+        verbose: print COCOeval's summary table (the lines of the returned numbers).
 
     Returns:
-        dict SUMMARY_KEYS -> float. COCOeval's -1 (no ground truth in that area range) is kept.
+        dict key -> float, keys as the evaluation's ``summary`` (SUMMARY_KEYS for bbox and
+        segm, PROPOSAL_KEYS for proposal). COCOeval's -1 (no ground truth in that area range)
+        is kept.
     """
     from pycocotools.cocoeval import COCOeval
 
-    if iou_type not in IOU_TYPES:
+    if iou_type not in EVAL_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    spec = EVAL_TYPES[iou_type]
     name = str(results) if isinstance(results, (str, os.PathLike)) else "results"
     coco_gt = load_coco_gt(gt)
     results = load_results(results, name)
-    coco_dt = _results_to_coco(coco_gt, results, iou_type, name)
-    evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+    coco_dt = _results_to_coco(coco_gt, results, spec.iou_type, name)
+    evaluator = COCOeval(coco_gt, coco_dt, spec.iou_type)
+    evaluator.params.useCats = int(spec.use_cats)
+    evaluator.params.maxDets = list(spec.max_dets)
     if image_ids is not None:
         evaluator.params.imgIds = sorted(int(i) for i in image_ids)
     with contextlib.redirect_stdout(io.StringIO()):  # per-step timing chatter
@@ -189,9 +233,11 @@ def evaluate_coco(gt, results, iou_type="bbox", *, image_ids=None, verbose=True)
     with contextlib.redirect_stdout(table):
         evaluator.summarize()
     if verbose:
-        print(f"COCO {iou_type} evaluation ({len(results)} detections):")
-        print(table.getvalue(), end="")
-    return {k: float(v) for k, v in zip(SUMMARY_KEYS, evaluator.stats)}
+        lines = table.getvalue().splitlines()
+        what = "detections" if spec.use_cats else "boxes, class-agnostic"
+        print(f"COCO {iou_type} evaluation ({len(results)} {what}):")
+        print("".join(lines[i] + "\n" for _, i in spec.summary), end="")
+    return {key: float(evaluator.stats[i]) for key, i in spec.summary}
 
 
 def evaluate_detections(gt, detections, label_to_cat_id, iou_types=("bbox",), *,
@@ -202,13 +248,13 @@ def evaluate_detections(gt, detections, label_to_cat_id, iou_types=("bbox",), *,
         gt: ground truth (path, dict or COCO).
         detections: per-image dicts (module docstring); masks needed for "segm".
         label_to_cat_id: contiguous label -> category id.
-        iou_types: subset of ("bbox", "segm").
+        iou_types: evaluations of :data:`EVAL_TYPES` ("bbox", "segm", "proposal").
         results_file: where to write the COCO results json (optional).
         image_ids: images to evaluate on (default: all ground-truth images).
         verbose: print the summaries.
 
     Returns:
-        {iou_type: {summary key: float}}.
+        {iou_type: {summary key: float}} (see :func:`evaluate_coco`).
     """
     results = detections_to_coco_results(detections, label_to_cat_id)
     if results_file is not None:

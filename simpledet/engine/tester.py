@@ -6,19 +6,21 @@ The detector decodes its test outputs into per-image results in original-image p
 image, top-left aligned in the padded bucket), rows of -1 when unused. A box maps back to the
 original image by the inverse of the loader's resize (x1 / s, (x2 + 1) / s - 1 for the scale
 s = im_info[:, 2], "+1" convention; simpledet.data.transforms.unscale_boxes) and is clipped to
-[0, width - 1] x [0, height - 1].
+[0, width - 1] x [0, height - 1]. The RPN-only detector's results are its proposals (class 1),
+evaluated by proposal AR and optionally written to a file (simpledet.engine.proposals).
 """
 import json
 import logging
 import os
 
 from simpledet.detectors.base import decode_detections
+from simpledet.engine.evaluation import EVAL_TYPES
 from simpledet.engine.module import GraphModule, to_data_batch
 from simpledet.utils.draw import DEFAULT_SCORE_THRESH, write_picture
 
 logger = logging.getLogger("simpledet.test")
 
-JSON_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+JSON_KEYS = EVAL_TYPES["bbox"].json_keys  # ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 class Predictor:
@@ -78,9 +80,11 @@ def predict(predictor, loader, image_sizes, decode=decode_detections):
 
 
 def bbox_json(summaries):
-    """The --json payload: {eval type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}} for each
-    of the detector's evaluations ("bbox"; "bbox" and "segm" for Mask R-CNN)."""
-    return {iou_type: {k: summaries[iou_type][k] for k in JSON_KEYS} for iou_type in summaries}
+    """The --json payload: each evaluation's headline numbers, e.g. {"bbox": {"AP", "AP50",
+    "AP75", "APs", "APm", "APl"}} ("bbox" and "segm" for Mask R-CNN) or {"proposal": {"AR100",
+    "AR300", "AR1000", ...}} (simpledet.engine.evaluation.EVAL_TYPES)."""
+    return {iou_type: {k: summaries[iou_type][k] for k in EVAL_TYPES[iou_type].json_keys}
+            for iou_type in summaries}
 
 
 def write_json(payload, path):
@@ -117,7 +121,8 @@ def visualize(records, detections, class_names, out_dir, count,
 
 
 def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
-             vis_score=DEFAULT_SCORE_THRESH, num_workers=None, experiment_dir=None):
+             vis_score=DEFAULT_SCORE_THRESH, num_workers=None, experiment_dir=None,
+             proposals_out=None):
     """Evaluates a checkpoint on the val split.
 
     Args:
@@ -126,17 +131,22 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
             decode_test_outputs, eval_types).
         contexts: mx contexts.
         iteration: checkpoint iteration (default: the latest).
-        json_out: write {eval type: {AP..APl}} here (see bbox_json).
+        json_out: write {eval type: {headline numbers}} here (see bbox_json).
         vis: draw this many images to <experiment_dir>/vis/iter_<N>/.
         vis_score: the least score drawn.
         num_workers: loader workers (default cfg.input.loader_workers).
         experiment_dir: default cfg.experiment_dir.
+        proposals_out: write every image's results (boxes in original pixels, scores) here as
+            a proposal file (simpledet.engine.proposals); only for a detector whose results
+            are proposals ('proposal' in its eval_types).
 
-        {eval type: {summary key: value}} (all 12 COCOeval numbers per type).
-        {"bbox": {summary key: value}} (all 12 COCOeval numbers).
+    Returns:
+        {eval type: {summary key: value}} per ``detector.eval_types``: all 12 COCOeval
+        numbers for "bbox" / "segm", {"AR100", ...} for "proposal".
 
     Raises:
         PrecisionError: cfg.precision cannot run on ``contexts`` (fp16 on CPU).
+        NotProposalsError: ``proposals_out`` for a detector whose results are not proposals.
     """
     from simpledet.core.precision import check_precision_contexts
     from simpledet.engine.build import build_dataset, build_test_loader
@@ -144,6 +154,10 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
     from simpledet.engine.evaluation import evaluate_detections
 
     check_precision_contexts(cfg.precision, contexts)
+    if proposals_out:
+        from simpledet.engine.proposals import require_proposals
+
+        require_proposals(detector)
     experiment_dir = experiment_dir or cfg.experiment_dir
     checkpoint = load_checkpoint(find_checkpoint(experiment_dir, iteration))
     logger.info("testing %s (iteration %d)", checkpoint.path, checkpoint.iteration)
@@ -161,15 +175,23 @@ def run_test(cfg, detector, contexts, *, iteration=None, json_out=None, vis=0,
         logger.warning("%d unreadable image(s) skipped (no detections: their boxes count as "
                        "missed in the AP): %s", len(skipped), ", ".join(skipped[:5]))
     name = checkpoint_name(checkpoint.iteration)
-    results_file = os.path.join(experiment_dir, f"results_{name}_bbox.json")
+    results_file = os.path.join(experiment_dir, f"results_{name}_{detector.eval_types[0]}.json")
     summaries = evaluate_detections(dataset.ann_file, detections, dataset.label_to_cat_id,
                                     tuple(detector.eval_types), results_file=results_file)
     logger.info("results: %s", results_file)
+    if proposals_out:
+        from simpledet.engine.proposals import save_proposals
+
+        logger.info("proposals of %d images: %s", len(detections),
+                    save_proposals(proposals_out, detections))
     if json_out:
         write_json(bbox_json(summaries), json_out)
-        logger.info("AP numbers: %s", json_out)
+        what = "AR" if "proposal" in detector.eval_types else "AP"
+        logger.info("%s numbers: %s", what, json_out)
     if vis:
-        paths = visualize(dataset.records, detections, dataset.class_names,
+        # proposals are class 1 of no category: label them as such
+        names = ("proposal",) if "proposal" in detector.eval_types else dataset.class_names
+        paths = visualize(dataset.records, detections, names,
                           os.path.join(experiment_dir, "vis", name), vis, vis_score)
         logger.info("%d pictures in %s", len(paths), os.path.join(experiment_dir, "vis", name))
     return summaries

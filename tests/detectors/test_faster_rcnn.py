@@ -1,4 +1,5 @@
-"""FasterRcnn: every zoo config builds train and test symbols whose shapes fit the loader's
+"""FasterRcnn: every zoo config with an RPN (Faster R-CNN's part of the two-stage ones, and the
+RPN-only ones as RpnDetector) builds train and test symbols whose shapes fit the loader's
 batches, and a tiny model trains one step with finite losses and detects."""
 import collections
 import json
@@ -10,12 +11,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from simpledet.config import FasterRcnnConfig, load_config
+from simpledet.config import FasterRcnnConfig, RpnConfig, load_config
 from simpledet.core.boxes import box_iou
 from simpledet.data.anchor_target import assign_anchor_targets, feature_levels, num_level_anchors
 from simpledet.data.layout import batch_layout
 from simpledet.data.transforms import bucket_shape
-from simpledet.detectors import FasterRcnn
+from simpledet.detectors import FasterRcnn, RpnDetector
 from simpledet.models import select_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,24 +28,41 @@ LOSS_OUTPUTS = ["rpn_cls_loss_output", "rpn_reg_loss_output", "bbox_cls_loss_out
 
 
 def load_quietly(path):
+    """(config, detector): RpnDetector for the RPN-only configs, else FasterRcnn (the two-stage
+    families' Faster R-CNN part: Mask and Cascade R-CNN have their own tests)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # notes a config may raise are not this test's subject
         cfg = load_config(path)
-        return cfg, FasterRcnn(cfg)
+        return cfg, (RpnDetector(cfg) if isinstance(cfg, RpnConfig) else FasterRcnn(cfg))
 
 
 def loader_batch_shapes(cfg, bucket, batch_size):
-    """Shapes of the loader's training batch: its layout (simpledet.data.layout) for the anchors
-    of the loader's own level helper."""
+    """Shapes of the loader's training batch for the graph inputs of the config's family (the
+    RPN-only graph reads data and the anchor targets; Faster R-CNN's also im_info, gt_boxes and,
+    with roi_sampler.crowd_iof, gt_crowd): its layout (simpledet.data.layout) for the anchors of
+    the loader's own level helper."""
+    if isinstance(cfg, RpnConfig):
+        names = RpnDetector.train_data_names
+    else:
+        names = FasterRcnn.train_data_names + (("gt_crowd",) if cfg.roi_sampler.crowd_iof
+                                               else ())
     levels = feature_levels(*bucket, cfg.rpn_feature_strides)
     anchors = num_level_anchors(levels, cfg.rpn.anchor_scales, cfg.rpn.anchor_ratios)
     layout = batch_layout(batch_size, *bucket, cfg.input.max_num_gt)
-    shapes = {name: layout[name][0] for name in FasterRcnn.train_data_names[:3]}
+    shapes = {name: layout[name][0] for name in ("data", "im_info", "gt_boxes")}
     shapes.update(rpn_label=(batch_size, anchors), rpn_target=(batch_size, 4 * anchors),
-                  rpn_weight=(batch_size, 4 * anchors))
-    if cfg.roi_sampler.crowd_iof:  # the crowd regions of the RoI sampler
-        shapes["gt_crowd"] = (batch_size, cfg.input.max_num_crowd, 4)
-    return shapes
+                  rpn_weight=(batch_size, 4 * anchors),
+                  gt_crowd=(batch_size, cfg.input.max_num_crowd, 4))
+    return {name: shapes[name] for name in names}
+
+
+def family_test_outputs(cfg, batch):
+    """[shape] of the family's test output: Faster dets (B, max_det, 6), RPN proposals
+    (B, test_post_nms, 5)."""
+    if isinstance(cfg, FasterRcnnConfig):
+        return ["dets_output"], [(batch, cfg.test.max_det, 6)]
+    assert isinstance(cfg, RpnConfig)
+    return ["proposals_output"], [(batch, cfg.rpn.test_post_nms, 5)]
 
 
 @pytest.mark.parametrize("path", ZOO_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "config")))
@@ -57,22 +75,24 @@ def test_every_config_builds_and_infers_shapes(path):
         shapes = loader_batch_shapes(cfg, bucket, cfg.train.images_per_device)
         assert model.train_data_shapes(cfg.train.images_per_device, *bucket) == shapes
     train = model.get_train_symbol()
-    assert train.list_outputs() == LOSS_OUTPUTS
+    assert train.list_outputs() == [f"{n}_output" for n in model.loss_names]
     _, out_shapes, _ = train.infer_shape(**loader_batch_shapes(cfg, landscape,
                                                                cfg.train.images_per_device))
-    assert out_shapes == [(1,)] * 4
+    assert out_shapes == [(1,)] * len(model.loss_names)
     test = model.get_test_symbol()
-    assert test.list_outputs() == ["dets_output"]
     batch = cfg.test.images_per_device
+    outputs, shapes = family_test_outputs(cfg, batch)
+    assert test.list_outputs() == outputs
     _, out_shapes, _ = test.infer_shape(data=(batch, 3) + portrait, im_info=(batch, 3))
-    assert out_shapes == [(batch, cfg.test.max_det, 6)]
+    assert out_shapes == shapes
     train_inputs = set(train.list_arguments()) | set(train.list_auxiliary_states())
     test_params = set(test.list_arguments()) - set(model.test_data_names)
     assert test_params <= train_inputs  # a training checkpoint has every test parameter
     assert set(test.list_auxiliary_states()) <= train_inputs
 
 
-@pytest.mark.parametrize("name", ["faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x"])
+@pytest.mark.parametrize("name", ["faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x",
+                                  "rpn_r50v1_fpn_1x"])
 def test_graph_node_names_are_unique_and_prefixed(name):
     _, model = load_quietly(REPO / "config" / f"{name}.py")
     backbone_names = ("conv0", "bn0", "relu0", "pool0", "stage", "bn_data", "bn1", "relu1")
@@ -82,7 +102,7 @@ def test_graph_node_names_are_unique_and_prefixed(name):
         assert [k for k, v in counts.items() if v > 1] == []
         ops = [n["name"] for n in nodes if n["op"] != "null"]
         strays = [n for n in ops if not n.startswith(
-            backbone_names + ("fpn_", "rpn_", "roi_", "bbox_", "dets"))]
+            backbone_names + ("fpn_", "rpn_", "roi_", "bbox_", "dets", "proposals"))]
         assert strays == []
 
 

@@ -17,7 +17,8 @@ REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask
                      "cascade_r50v1_fpn_1x", "retina_r50v1_fpn_1x", "tridentnet_r50v2c4_c5_1x",
                      "tridentnet_r50v2c4_c5_fastapprox_1x", "tridentnet_r101v2c4_c5_1x",
                      "faster_r50v1bc4_c5_512roi_dcnv1_1x", "faster_r50v1bc4_c5_512roi_dcnv2_1x",
-                     "faster_r50v1_fpn_gn_1x", "mask_r50v1_fpn_gn_1x")
+                     "faster_r50v1_fpn_gn_1x", "mask_r50v1_fpn_gn_1x",
+                     "rpn_r50v1_fpn_1x")
 
 
 def current_names(config_name):
@@ -90,6 +91,11 @@ def test_golden_files_cover_every_component():
                      "arg retina_bbox_delta_bias", "arg retina_label"):
         assert expected in retina
     assert not any(n.startswith(("arg rpn_", "arg bbox_", "arg fpn_p2")) for n in retina)
+    # the RPN-only model is Faster R-CNN's first stage: the same names, no RoI stage, so its
+    # checkpoints initialize a Faster R-CNN's backbone, FPN and RPN
+    rpn = read_golden("rpn_r50v1_fpn_1x")
+    assert rpn == [n for n in names if not n.startswith(("arg bbox_", "arg im_info",
+                                                         "arg gt_boxes", "arg gt_crowd"))]
 
 
 def test_trident_branches_add_no_parameters():

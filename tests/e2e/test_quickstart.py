@@ -2,7 +2,8 @@
 
 Each quickstart config trains from scratch through the real CLIs exactly as the README tells a
 user to (only the output folder moved to a temporary one), then detection_test.py evaluates its
-last checkpoint; the COCO bbox AP must reach the config's goal. This is what guards the
+last checkpoint; the COCO bbox AP (the RPN-only quickstart: the proposal AR) must reach the
+config's goal. This is what guards the
 README's numbers: a change that slows learning down (a schedule, an init, a loss weight, a
 sampler) passes every quick test and shows here.
 
@@ -10,6 +11,8 @@ config/shapes/faster_fpn.py: 2400 iterations, 13 min on 2 idle cores (README: AP
 about 15 min with the test. A family's quickstart joins QUICKSTARTS with its goal when it lands.
 config/shapes/cascade_fpn.py: the same model and schedule with three cascade stages (README: AP
 0.694, AP75 0.791); its goal is the issue's, AP75 at least 0.03 above Faster's 0.645.
+config/shapes/rpn_fpn.py: 1600 iterations, 7-9 min (README: AR@100 0.503); its goal is set below
+that measurement (the issue's 0.6 is not reached yet).
 """
 import json
 import os
@@ -20,9 +23,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# (config, {COCO bbox summary key: minimum}) of each family's quickstart
-QUICKSTARTS = [("config/shapes/faster_fpn.py", {"AP": 0.5}),
-               ("config/shapes/cascade_fpn.py", {"AP": 0.6, "AP75": 0.675})]
+# (config, evaluation, {its summary key: minimum}) of each family's quickstart
+QUICKSTARTS = [("config/shapes/faster_fpn.py", "bbox", {"AP": 0.5}),
+               ("config/shapes/cascade_fpn.py", "bbox", {"AP": 0.6, "AP75": 0.675}),
+               ("config/shapes/rpn_fpn.py", "proposal", {"AR100": 0.45})]
 TRAIN_TIMEOUT = 60 * 60  # seconds: 4x the measured time, for a busy machine
 
 
@@ -37,12 +41,14 @@ def run(script, config, *args, timeout):
 
 @pytest.mark.slow
 @pytest.mark.timeout(TRAIN_TIMEOUT + 15 * 60)
-@pytest.mark.parametrize("config, goals", QUICKSTARTS, ids=[c for c, _ in QUICKSTARTS])
-def test_quickstart_reaches_its_ap(config, goals, tmp_path):
+@pytest.mark.parametrize("config, eval_type, goals", QUICKSTARTS,
+                         ids=[c for c, *_ in QUICKSTARTS])
+def test_quickstart_reaches_its_goal(config, eval_type, goals, tmp_path):
     overrides = ["--set", f"output_root={tmp_path}"]
     run("detection_train.py", config, *overrides, timeout=TRAIN_TIMEOUT)
-    ap_file = tmp_path / "ap.json"
-    run("detection_test.py", config, *overrides, "--json", str(ap_file), timeout=15 * 60)
-    bbox = json.loads(ap_file.read_text())["bbox"]
+    metrics_file = tmp_path / "metrics.json"
+    run("detection_test.py", config, *overrides, "--json", str(metrics_file), timeout=15 * 60)
+    metrics = json.loads(metrics_file.read_text())[eval_type]
     for key, minimum in goals.items():
-        assert bbox[key] >= minimum, f"{config}: bbox {key} {bbox[key]:.3f} < {minimum} ({bbox})"
+        assert metrics[key] >= minimum, (f"{config}: {eval_type} {key} {metrics[key]:.3f} < "
+                                         f"{minimum} ({metrics})")

@@ -12,6 +12,8 @@ Layouts (A anchors per location, levels in ascending stride, as the neck's rpn f
   loader's layout (``simpledet.data.anchor_target``).
 - ``get_all_proposal(cls_logits, bbox_deltas, im_info, training)`` -> rois (B * post_nms, 5)
   [batch_idx, x1, y1, x2, y2], gradient-free.
+- ``get_all_proposal_with_score(...)`` (same arguments) -> ``(rois, scores)``: the same rois
+  and their foreground probabilities (B * post_nms, 1), gradient-free.
 - ``get_sampled_proposal(rois, gt_boxes, with_gt_index=False, crowd_boxes=None)`` ->
   ``(rois, labels, bbox_targets, bbox_weights)``: (B * S, 5), (B * S,), (B * S, 4K or 4) x 2,
   S RoIs sampled per image (proposal_target; the gt boxes join the candidates when
@@ -36,6 +38,9 @@ class RpnHeadBase:
         raise NotImplementedError
 
     def get_all_proposal(self, cls_logits, bbox_deltas, im_info, training):
+        raise NotImplementedError
+
+    def get_all_proposal_with_score(self, cls_logits, bbox_deltas, im_info, training):
         raise NotImplementedError
 
     def get_sampled_proposal(self, rois, gt_boxes, with_gt_index=False, crowd_boxes=None):

@@ -108,6 +108,12 @@ class RpnHead(RpnHeadBase):
 
     def get_all_proposal(self, cls_logits, bbox_deltas, im_info, training):
         """Proposals (B * post_nms, 5) with the train or test pre/post-NMS counts."""
+        rois, _ = self.get_all_proposal_with_score(cls_logits, bbox_deltas, im_info, training)
+        return rois
+
+    def get_all_proposal_with_score(self, cls_logits, bbox_deltas, im_info, training):
+        """Proposals (B * post_nms, 5) and their foreground scores (B * post_nms, 1), with the
+        train or test pre/post-NMS counts (the RPN-only detector outputs both)."""
         rpn = self.rpn_cfg
         pre_nms = rpn.train_pre_nms if training else rpn.test_pre_nms
         post_nms = rpn.train_post_nms if training else rpn.test_post_nms
@@ -117,12 +123,13 @@ class RpnHead(RpnHeadBase):
                      for logit, level in zip(cls_logits, self.level_names)]
             deltas = [mx.sym.BlockGrad(delta, name=f"bbox_delta_{level}_blockgrad")
                       for delta, level in zip(bbox_deltas, self.level_names)]
-            rois, _ = pyramid_proposal(
+            rois, scores = pyramid_proposal(
                 probs, deltas, im_info, feature_strides=self.feature_strides,
                 scales=rpn.anchor_scales, ratios=rpn.anchor_ratios, pre_nms_top_n=pre_nms,
                 post_nms_top_n=post_nms, nms_threshold=rpn.nms_iou, min_size=rpn.min_box_size,
                 name="proposal")
-            return mx.sym.BlockGrad(rois, name="proposal_blockgrad")
+            return (mx.sym.BlockGrad(rois, name="proposal_blockgrad"),
+                    mx.sym.BlockGrad(scores, name="proposal_score_blockgrad"))
 
     def get_sampled_proposal(self, rois, gt_boxes, with_gt_index=False, crowd_boxes=None):
         """RoIs sampled for the box head with their targets; see rpn/base.py.
