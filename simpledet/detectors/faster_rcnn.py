@@ -101,6 +101,12 @@ class FasterRcnn(RpnDetector):
         sampled = self.rpn_head.get_sampled_proposal(
             proposals, inputs["gt_boxes"], with_gt_index=with_gt_index,
             crowd_boxes=inputs["gt_crowd"] if self.uses_crowd else None)
+        return self._box_head_losses(loss_values, roi_features, sampled, plan)
+
+    def _box_head_losses(self, loss_values, roi_features, sampled, plan):
+        """Adds the box head's losses on the sampled RoIs to ``loss_values``; returns
+        ``(loss_values, state)`` as :meth:`_two_stage_losses`. ``sampled``: the
+        (rois, label, bbox_target, bbox_weight[, gt_index]) of get_sampled_proposal."""
         rois, label, bbox_target, bbox_weight = sampled[:4]
         roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
         cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
@@ -108,7 +114,7 @@ class FasterRcnn(RpnDetector):
                                                    bbox_weight))
         state = {"roi_features": roi_features, "rois": rois, "label": label,
                  "cls_logit": cls_logit, "bbox_delta": bbox_delta}
-        if with_gt_index:
+        if len(sampled) > 4:
             state["gt_index"] = sampled[4]
         return loss_values, state
 

@@ -160,15 +160,9 @@ class TridentNet(FasterRcnn):
                                      name="trident_label")
             bbox_weight = mx.sym.BlockGrad(mx.sym.broadcast_mul(
                 bbox_weight, mx.sym.expand_dims(keep, axis=1)), name="trident_bbox_weight")
-        roi_feat = self.roi_extractor.get_roi_feature(roi_features, rois)
-        cls_logit, bbox_delta = self._bbox_output(roi_feat, plan)
-        loss_values.update(self.bbox_head.get_loss(cls_logit, bbox_delta, label, bbox_target,
-                                                   bbox_weight))
-        state = {"roi_features": roi_features, "rois": rois, "label": label,
-                 "cls_logit": cls_logit, "bbox_delta": bbox_delta}
-        if with_gt_index:
-            state["gt_index"] = sampled[4]
-        return loss_values, state
+        return self._box_head_losses(
+            loss_values, roi_features, (rois, label, bbox_target, bbox_weight, *sampled[4:]),
+            plan)
 
     def _detections(self, inputs, plan):
         """(dets (B, max_det, 6), roi feature list) of the test graph (module docstring)."""
