@@ -66,5 +66,21 @@ def test_threads_default_to_available_cores_unless_user_sets_omp_num_threads():
     assert user.stdout.split()[0] == "1"
 
 
+def test_thread_count_reaches_the_environment_before_mxnet_loads():
+    # MXSetNumOMPThreads after MXNet loaded leaves some operators on fewer threads; the
+    # variable must be set first (and loader workers inherit it)
+    code = ("import os, simpledet; from simpledet.utils import threads;"
+            "print(os.environ['OMP_NUM_THREADS'], threads.available_cores())")
+    proc = _run_python(code, OMP_NUM_THREADS=None)
+    assert proc.returncode == 0, proc.stderr
+    env_value, cores = proc.stdout.split()
+    assert env_value == cores
+    after_mxnet = _run_python(
+        "import mxnet, os, simpledet; print(os.environ.get('OMP_NUM_THREADS'))",
+        OMP_NUM_THREADS=None)
+    assert after_mxnet.returncode == 0, after_mxnet.stderr
+    assert after_mxnet.stdout.split() == ["None"]  # too late for the variable: the C call instead
+
+
 def test_package_version():
     assert simpledet.__version__ == _pyproject()["project"]["version"]
