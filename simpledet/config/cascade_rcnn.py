@@ -8,12 +8,19 @@ regression; each later stage samples ``roi_sampler.batch_per_image`` RoIs from t
 stage's refined boxes and the gt (SimpleDet, mmdetection). Stage 1 is Faster R-CNN's box head
 and sampler, so its IoU and stds are ``roi_sampler.fg_iou`` and ``bbox_head.reg_std`` too:
 the config refuses them disagreeing with ``cascade``'s first entries.
+
+Layouts (``neck.type``, simpledet.config.faster_rcnn.LAYOUTS): 'fpn' (``cascade_*_fpn_1x``) and
+'c5_reduce' (``cascade_r50v2_c5_red_1x``: RPN on c4, every stage's 2MLP head on the reduced
+dilated c5). Not the C4 layout: its 'c5' box head runs res5 per RoI, once per stage.
 """
 from simpledet.config.faster_rcnn import FasterRcnnConfig
 from simpledet.config.schema import Check, ConfigError, Section, all_positive, field
 from simpledet.detectors.cascade_rcnn import CascadeRcnn
 
-__all__ = ["CascadeConfig", "CascadeRcnnConfig"]
+__all__ = ["CASCADE_LAYOUTS", "CascadeConfig", "CascadeRcnnConfig"]
+
+# neck.type values whose box heads a cascade can repeat per stage (2MLP or 4conv1fc heads).
+CASCADE_LAYOUTS = ("fpn", "c5_reduce")
 
 
 _STAGE_IOUS = Check(lambda v: len(v) >= 2 and all(0.0 <= x <= 1.0 for x in v),
@@ -61,7 +68,8 @@ class CascadeRcnnConfig(FasterRcnnConfig):
     """A complete Cascade R-CNN experiment: Faster R-CNN's fields plus ``cascade`` (the stages).
 
     The box head (``bbox_head``: type, fc_dim, reg_mean) is the design of every stage's head;
-    the stages differ in their parameters, IoU, stds and loss weight. FPN layout only.
+    the stages differ in their parameters, IoU, stds and loss weight. Layouts 'fpn' and
+    'c5_reduce' (see :data:`CASCADE_LAYOUTS`).
     """
 
     detector_class = CascadeRcnn
@@ -71,9 +79,10 @@ class CascadeRcnnConfig(FasterRcnnConfig):
 
     def validate(self):
         cascade, sampler, head = self.cascade, self.roi_sampler, self.bbox_head
-        if self.neck.type != "fpn":
+        if self.neck.type not in CASCADE_LAYOUTS:
             raise ConfigError(f"'neck.type' is {self.neck.type!r} but Cascade R-CNN runs on the "
-                              f"FPN layout only", key="neck.type", suggestion="use 'fpn'")
+                              f"FPN or C5-reduce layout only", key="neck.type",
+                              suggestion="use 'fpn' or 'c5_reduce'")
         if not head.class_agnostic:
             raise ConfigError("'bbox_head.class_agnostic' is False but the cascade refines one "
                               "box per RoI", key="bbox_head.class_agnostic",

@@ -8,7 +8,8 @@ C4. Builders read fields (``cfg.rpn.nms_iou``) and derived values (``cfg.lr``,
 can be typed twice or contradict itself. Layouts and conventions follow the rest of the package:
 boxes are "+1" [x1, y1, x2, y2], labels 1..K with 0 = background.
 
-The two layouts (FPN and C4) are decided here only, in :data:`LAYOUTS`, keyed by ``neck.type``.
+The three layouts (FPN, C4, and C5-reduce: RPN on c4, light box heads on a channel-reduced
+dilated c5) are decided here only, in :data:`LAYOUTS`, keyed by ``neck.type``.
 """
 import warnings
 from dataclasses import dataclass
@@ -66,7 +67,8 @@ class BackboneConfig(Section):
             variant v1 with 'imagenet'; scripts/convert_weights.py prints the setting).
         dcn_stages: stages by res number (2..5) whose units' 3x3 conv is deformable
             (SimpleDet's DCN configs: (3, 4, 5) or (4, 5)); () for none. In the C4 layout res5
-            runs in the box head and is deformable there too. Offset convs start at zero.
+            runs in the box head and is deformable there too; in the C5-reduce layout its
+            deformable convs are dilated as the plain ones. Offset convs start at zero.
         dcn_version: 1 (DCN, ``contrib.DeformableConvolution``) or 2 (DCNv2, modulated,
             ``contrib.ModulatedDeformableConvolution``); only with dcn_stages.
         dcn_groups: deformable groups (channel groups sharing one offset field); only with
@@ -145,15 +147,18 @@ class NeckConfig(Section):
     """Feature neck between backbone and heads.
 
     Attributes:
-        type: 'fpn' (P2-P6 from c2..c5, P6 by stride-2 subsampling of P5) or 'none' (the heads
-            read c4 directly: the C4 layout).
-        channels: FPN output channels.
+        type: 'fpn' (P2-P6 from c2..c5, P6 by stride-2 subsampling of P5), 'none' (the heads
+            read c4 directly: the C4 layout) or 'c5_reduce' (res5 runs once on the image at
+            stride 1, dilated, so c5 stays at stride 16; the RPN reads c4, RoIAlign a 1x1 conv +
+            ReLU of c5 down to ``channels``, and 2MLP box heads follow: SimpleDet's ``*_c5_red``
+            configs, see simpledet.models.neck.c5_reduce).
+        channels: FPN output channels; for 'c5_reduce' the channels of the reduced c5.
         normalizer: normalization after each FPN lateral and output conv (detectron2's FPN
             ``norm``): 'none' (plain convs with bias, SimpleDet's FPN), 'gn' (GroupNorm, 32
             groups), 'bn' or 'syncbn'; only for type 'fpn'.
     """
 
-    type: Literal["fpn", "none"] = "fpn"
+    type: Literal["fpn", "none", "c5_reduce"] = "fpn"
     channels: int = field(256, check=positive)
     normalizer: Literal["none", "gn", "bn", "syncbn"] = "none"
 
@@ -308,12 +313,14 @@ class FasterLayout:
     """What ``neck.type`` decides for Faster R-CNN (the only place it is decided).
 
     Attributes:
-        backbone_last_stage: the last ResNet stage the backbone builds (4: c2..c5 for FPN;
-            3: c2..c4 for C4, whose res5 runs in the box head).
+        backbone_last_stage: the last ResNet stage the backbone builds (4: c2..c5 for FPN and
+            C5-reduce; 3: c2..c4 for C4, whose res5 runs in the box head).
         rpn_feature_strides: strides of the maps the RPN runs on (P2-P6, or C4).
-        roi_feature_strides: strides of the maps RoIAlign reads (P2-P5, or C4).
+        roi_feature_strides: strides of the maps RoIAlign reads (P2-P5, C4, or reduced C5).
         bbox_head: the box head type the layout uses by default.
         other_bbox_heads: the other box head types it accepts.
+        res5_dilation: 1 (res5 at stride 2, as the classifier) or 2 (res5 at stride 1 with
+            dilated 3x3 convs: c5 at stride 16, detectron2's "DC5").
     """
 
     backbone_last_stage: int
@@ -321,11 +328,14 @@ class FasterLayout:
     roi_feature_strides: tuple
     bbox_head: str
     other_bbox_heads: tuple = ()
+    res5_dilation: int = 1
 
 
 LAYOUTS = {
     "fpn": FasterLayout(4, (4, 8, 16, 32, 64), (4, 8, 16, 32), "2mlp", ("4conv1fc",)),
     "none": FasterLayout(3, (16,), (16,), "c5"),
+    # SimpleDet's *_c5_red: RPN on c4, RoIAlign on the reduced dilated c5, 2MLP heads.
+    "c5_reduce": FasterLayout(4, (16,), (16,), "2mlp", res5_dilation=2),
 }
 
 # The components FasterRcnn marks for mixed precision (simpledet.models.precision.PrecisionPlan).
@@ -347,7 +357,7 @@ class RpnStageConfig(DetectorConfig):
     rpn: RpnConfig
 
     def layout(self) -> FasterLayout:
-        """The FPN or C4 layout of ``neck.type`` (see :data:`LAYOUTS`)."""
+        """The FPN, C4 or C5-reduce layout of ``neck.type`` (see :data:`LAYOUTS`)."""
         return LAYOUTS[self.neck.type]
 
     def auto_pretrain_path(self) -> str:
@@ -384,7 +394,8 @@ class FasterRcnnConfig(RpnStageConfig):
 
     @property
     def roi_feature_strides(self) -> tuple:
-        """Strides of the feature maps RoIAlign reads: P2-P5 for FPN, C4 otherwise."""
+        """Strides of the feature maps RoIAlign reads: P2-P5 for FPN, C4 for C4, the reduced
+        C5 (stride 16) for C5-reduce."""
         return self.layout().roi_feature_strides
 
     def validate(self):
@@ -395,5 +406,5 @@ class FasterRcnnConfig(RpnStageConfig):
                 f"'bbox_head.type' is {self.bbox_head.type!r} but neck.type "
                 f"{self.neck.type!r} needs {needed}", key="bbox_head.type",
                 suggestion="FPN uses the 2mlp (or 4conv1fc) head; the C4 layout (neck 'none') "
-                           "the c5 head")
+                           "the c5 head; the C5-reduce layout the 2mlp head")
         super().validate()

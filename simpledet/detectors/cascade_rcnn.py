@@ -1,6 +1,8 @@
-"""Cascade R-CNN (FPN): Faster R-CNN whose box head is followed by R-CNN stages of rising IoU,
-each refining the boxes of the one before (Cai and Vasconcelos, 2018; SimpleDet's
-cascade_*_fpn_1x). T = ``cfg.cascade.num_stages`` stages, named 1st, 2nd, 3rd, ...
+"""Cascade R-CNN (FPN or C5-reduce layout): Faster R-CNN whose box head is followed by R-CNN
+stages of rising IoU, each refining the boxes of the one before (Cai and Vasconcelos, 2018;
+SimpleDet's cascade_*_fpn_1x and cascade_r50v2_c5_red_1x). T = ``cfg.cascade.num_stages``
+stages, named 1st, 2nd, 3rd, ... Every stage pools from the neck's RoI maps (FPN P2-P5, or the
+one reduced c5 of 'c5_reduce'), so the layouts share this code.
 
 Train: stage 1 is Faster R-CNN's box head on the RPN's sampled RoIs (``roi_sampler``, IoU
 ``cascade.fg_iou[0]``). Stage t's deltas (BlockGrad) decode its RoIs into refined boxes

@@ -69,8 +69,10 @@ class RpnDetector(Detector):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.backbone = build_backbone(cfg.backbone, cfg.layout().backbone_last_stage,
-                                       cfg.runtime.num_devices, cfg.runtime.device)
+        layout = cfg.layout()
+        self.backbone = build_backbone(cfg.backbone, layout.backbone_last_stage,
+                                       cfg.runtime.num_devices, cfg.runtime.device,
+                                       res5_dilation=layout.res5_dilation)
         self.neck = build_neck(cfg.neck, cfg.runtime.num_devices)
         self._check_strides(self.neck.rpn_feature_names, cfg.rpn_feature_strides,
                             "rpn_feature_strides")

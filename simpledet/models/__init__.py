@@ -15,11 +15,18 @@ from simpledet.models.backbone import (
     select_params,
 )
 from simpledet.models.bbox_head import BboxHead, C5Head, ConvFcHead, TwoMlpHead, build_bbox_head
-from simpledet.models.neck import FpnNeck, IdentityNeck, Neck, RetinaFpnNeck, build_neck
+from simpledet.models.neck import (
+    C5ReduceNeck,
+    FpnNeck,
+    IdentityNeck,
+    Neck,
+    RetinaFpnNeck,
+    build_neck,
+)
 from simpledet.models.roi_extractor import FpnRoiExtractor
 from simpledet.models.rpn import RpnHead, RpnHeadBase
 
-__all__ = ["Backbone", "BboxHead", "C5Head", "ConvFcHead", "FpnNeck", "FpnRoiExtractor",
-           "IdentityNeck", "Neck", "Normalizer", "ResNet", "RetinaFpnNeck", "RpnHead",
-           "RpnHeadBase", "TwoMlpHead", "build_backbone", "build_bbox_head", "build_neck",
-           "check_anchored", "select_params"]
+__all__ = ["Backbone", "BboxHead", "C5Head", "C5ReduceNeck", "ConvFcHead", "FpnNeck",
+           "FpnRoiExtractor", "IdentityNeck", "Neck", "Normalizer", "ResNet", "RetinaFpnNeck",
+           "RpnHead", "RpnHeadBase", "TwoMlpHead", "build_backbone", "build_bbox_head",
+           "build_neck", "check_anchored", "select_params"]

@@ -141,7 +141,7 @@ def test_config_keeps_stage_one_consistent():
             ("bbox_head.reg_std", (0.2, 0.2, 0.2, 0.2), "bbox_head.reg_std"),
             ("bbox_head.class_agnostic", False, "class_agnostic"),
             ("cascade.loss_weight", (1.0, 0.5), "one per stage"),
-            ("neck.type", "none", "FPN layout only")):
+            ("neck.type", "none", "FPN or C5-reduce layout only")):
         broken = cfg.copy()
         broken.set(key, value)
         with pytest.raises(ConfigError, match=match):

@@ -163,7 +163,7 @@ def tiny_cfg(neck="fpn", normalizer="bn", num_devices=1, crowd_iof=0.7):
     cfg.roi_sampler.crowd_iof = crowd_iof
     cfg.pretrain = None
     cfg.neck.type = neck
-    cfg.bbox_head.type = "2mlp" if neck == "fpn" else "c5"
+    cfg.bbox_head.type = "c5" if neck == "none" else "2mlp"
     cfg.bbox_head.class_agnostic = neck != "fpn"
     cfg.backbone.depth = 18
     cfg.backbone.normalizer = normalizer
@@ -234,7 +234,7 @@ def train_step(cfg, contexts):
     return model, module, batch, fixed
 
 
-@pytest.mark.parametrize("neck,normalizer", [("fpn", "bn"), ("none", "gn")])
+@pytest.mark.parametrize("neck,normalizer", [("fpn", "bn"), ("none", "gn"), ("c5_reduce", "bn")])
 def test_tiny_model_trains_one_step_with_finite_losses(neck, normalizer):
     cfg = tiny_cfg(neck, normalizer)
     _, module, _, fixed = train_step(cfg, [mx.cpu(0)])

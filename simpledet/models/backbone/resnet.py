@@ -30,6 +30,11 @@ layer has ``_gamma``/``_beta`` and, for BatchNorm kinds, ``_moving_mean``/``_mov
   C5 box head).
 - convs have no bias. Unit 1 of a stage has the projection shortcut when its shape changes;
   v2 always has one in unit 1 (as the MXNet model-zoo files).
+- dilated res5 (``res5_dilation`` 2: detectron2's "DC5", SimpleDet's ``c4c5`` backbones): res5
+  runs once on the whole image with stride 1 and its 3x3 convs dilated, so c5 stays at stride
+  16 with res5's receptive field; same parameters as the plain res5, so the classifier file
+  loads. Its c5 is read by heads as the C5 box head reads res5: v2 adds the final norm ``bn1``
+  and relu.
 - DCN (``dcn_stages``): in those stages every unit's 3x3 ``{u}_conv2`` is deformable (same
   weight name and shape, so a plain pretrained file loads into it) with a zero-initialised
   offset conv ``{u}_conv2_offset_{weight,bias}`` (simpledet.models.layers.dcn), which no
@@ -102,13 +107,16 @@ class ResNet(Backbone):
         dcn_groups: deformable groups (channel groups sharing one offset field).
         dcn_impl: 'op' (MXNet's contrib ops) or 'sampler' (DCNv2 from stock ops, which train
             on CPU); same parameters either way (simpledet.models.layers.dcn).
+        res5_dilation: 1 builds res5 as the classifier (stride 2: c5 at stride 32); 2 runs it
+            at stride 1 with its 3x3 convs dilated by 2 (c5 at stride 16, v2 with its final
+            ``bn1`` + relu; see the module docstring). Needs last_stage 4.
     """
 
     _scope = _BuildScope()  # stage() swaps in its own while it builds
 
     def __init__(self, variant="v1", depth=50, normalizer=None, *, frozen_stages=1, last_stage=4,
                  resnext_groups=32, resnext_group_width=4, width=64, dcn_stages=(),
-                 dcn_version=2, dcn_groups=1, dcn_impl="op"):
+                 dcn_version=2, dcn_groups=1, dcn_impl="op", res5_dilation=1):
         if variant not in RESNET_VARIANTS:
             raise ValueError(f"backbone.variant must be one of {RESNET_VARIANTS}, got "
                              f"{variant!r}")
@@ -132,6 +140,11 @@ class ResNet(Backbone):
                              f"{dcn_version!r}")
         if dcn_impl not in DCN_IMPLS:
             raise ValueError(f"dcn_impl must be one of {DCN_IMPLS}, got {dcn_impl!r}")
+        if res5_dilation not in (1, 2):
+            raise ValueError(f"res5_dilation must be 1 or 2, got {res5_dilation!r}")
+        if res5_dilation != 1 and last_stage != 4:
+            raise ValueError(f"res5_dilation {res5_dilation} needs res5 in the backbone "
+                             f"(last_stage 4), got last_stage {last_stage}")
         self.variant = variant
         self.depth = depth
         self.normalizer = normalizer or Normalizer("fixbn")
@@ -147,11 +160,15 @@ class ResNet(Backbone):
         self.dcn_impl = dcn_impl
         self._on_rois = False  # True while res5() builds on a batch of RoIs
         self.basic = depth in _BASIC_DEPTHS
+        self.res5_dilation = int(res5_dilation)
         self.strides = {_FEATURE_OF_STAGE[s]: _STRIDE_OF_STAGE[s]
                         for s in range(1, last_stage + 1)}
+        if self.res5_dilation > 1:
+            self.strides["c5"] = self.strides["c4"]  # res5 at stride 1
 
     @classmethod
-    def from_config(cls, backbone_cfg, *, num_devices=1, last_stage=4, device=None):
+    def from_config(cls, backbone_cfg, *, num_devices=1, last_stage=4, device=None,
+                    res5_dilation=1):
         """The backbone of a ``BackboneConfig`` (``cfg.backbone``).
 
         Args:
@@ -160,6 +177,7 @@ class ResNet(Backbone):
             last_stage: 4 for c2..c5, 3 for the C4 layout.
             device: ``cfg.runtime.device``; DCNv2 on 'cpu' uses the stock-op implementation
                 (simpledet.models.layers.dcn.choose_impl).
+            res5_dilation: 1, or 2 for a dilated res5 at stride 16 (the layout decides it).
         """
         return cls(backbone_cfg.variant, backbone_cfg.depth,
                    Normalizer(backbone_cfg.normalizer, num_devices),
@@ -168,7 +186,8 @@ class ResNet(Backbone):
                    resnext_group_width=backbone_cfg.resnext_group_width,
                    width=backbone_cfg.width, dcn_stages=backbone_cfg.dcn_stages,
                    dcn_version=backbone_cfg.dcn_version, dcn_groups=backbone_cfg.dcn_groups,
-                   dcn_impl=choose_impl(backbone_cfg.dcn_version, device))
+                   dcn_impl=choose_impl(backbone_cfg.dcn_version, device),
+                   res5_dilation=res5_dilation)
 
     # --- channel bookkeeping ----------------------------------------------------------------
 
@@ -204,7 +223,8 @@ class ResNet(Backbone):
         stage = int(name[len("stage")])  # names are stage{s}_unit{i}, s = 1..4 = res2..res5
         if stage + 1 not in self.dcn_stages:
             return self._conv(data, f"{name}_conv2", channels, 3, stride, groups)
-        return deformable_conv(data, f"{name}_conv2", channels, 3, stride, groups=groups,
+        return deformable_conv(data, f"{name}_conv2", channels, 3, stride,
+                               dilate=self._scope.dilate, groups=groups,
                                version=self.dcn_version, deformable_groups=self.dcn_groups,
                                im2col_step=1 if self._on_rois else 64,
                                impl=self.dcn_impl if self.dcn_version == 2 else "op",
@@ -336,12 +356,19 @@ class ResNet(Backbone):
     def get_features(self, data):
         """c2..c5 (or c2..c4 when last_stage is 3); see :class:`Backbone`.
 
-        v2 stage outputs are the un-activated residual sums (as SimpleDet's v2 backbones).
+        v2 stage outputs are the un-activated residual sums (as SimpleDet's v2 backbones),
+        except a dilated res5's c5 (``res5_dilation`` 2), which ends with v2's final ``bn1``
+        and relu as :meth:`res5` does.
         """
         x = self.stem(data)
         features = {}
         for stage in range(1, self.last_stage + 1):
-            x = self.stage(x, stage, stride=1 if stage == 1 else 2)
+            if stage == 4 and self.res5_dilation > 1:
+                x = self.stage(x, stage, stride=1, dilate=self.res5_dilation)
+                if self.variant == "v2":
+                    x = self._relu(self._norm(x, "bn1", self.out_channels(4)), "relu1")
+            else:
+                x = self.stage(x, stage, stride=1 if stage == 1 else 2)
             features[_FEATURE_OF_STAGE[stage]] = x
         return features
 
