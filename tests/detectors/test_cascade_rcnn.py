@@ -385,6 +385,28 @@ def test_cascade_configs_build_and_infer_shapes(path):
         train.list_arguments())
 
 
+def test_c5_red_config_mirrors_simpledet():
+    """cascade_r50v2_c5_red_1x: SimpleDet's values (its config file), on the C5-reduce layout."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(REPO / "config" / "cascade_r50v2_c5_red_1x.py")
+    assert (cfg.backbone.variant, cfg.backbone.depth) == ("v2", 50)
+    assert cfg.pretrain_path == "pretrain_model/resnet-50-0000.params"
+    assert (cfg.neck.type, cfg.neck.channels, cfg.bbox_head.type) == ("c5_reduce", 1024, "2mlp")
+    assert cfg.rpn_feature_strides == cfg.roi_feature_strides == (16,)
+    assert cfg.rpn.anchor_scales == (2.0, 4.0, 8.0, 16.0, 32.0) and cfg.rpn.conv_channels == 512
+    assert (cfg.rpn.train_pre_nms, cfg.rpn.train_post_nms) == (12000, 2000)
+    assert (cfg.rpn.test_pre_nms, cfg.rpn.test_post_nms) == (6000, 1000)
+    assert (cfg.roi_sampler.batch_per_image, cfg.roi_sampler.fg_fraction) == (256, 0.25)
+    assert cfg.roi_sampler.add_gt_as_proposals is False  # SimpleDet's proposal_wo_gt
+    assert cfg.cascade.fg_iou == (0.5, 0.6, 0.7) and cfg.cascade.loss_weight == (1.0, 0.5, 0.25)
+    assert cfg.bbox_head.class_agnostic and cfg.bbox_head.fc_dim == 1024
+    assert (cfg.train.warmup_iters, cfg.train.warmup_factor, cfg.train.clip_gradient) == (
+        3000, 0.0, 35.0)
+    model = build_detector(cfg)
+    assert model.backbone.strides["c5"] == 16  # res5 dilated, run once on the image
+
+
 @pytest.mark.parametrize("precision,dtype", [("bf16", "bfloat16"), ("fp16", "float16")])
 def test_stage_heads_run_low_precision_decode_and_sampling_fp32(precision, dtype):
     import json

@@ -18,7 +18,7 @@ REFERENCE_CONFIGS = ("faster_r50v1_fpn_1x", "faster_r50v1c4_c5_512roi_1x", "mask
                      "tridentnet_r50v2c4_c5_fastapprox_1x", "tridentnet_r101v2c4_c5_1x",
                      "faster_r50v1bc4_c5_512roi_dcnv1_1x", "faster_r50v1bc4_c5_512roi_dcnv2_1x",
                      "faster_r50v1_fpn_gn_1x", "mask_r50v1_fpn_gn_1x",
-                     "rpn_r50v1_fpn_1x")
+                     "rpn_r50v1_fpn_1x", "cascade_r50v2_c5_red_1x")
 
 
 def current_names(config_name):
@@ -96,6 +96,20 @@ def test_golden_files_cover_every_component():
     rpn = read_golden("rpn_r50v1_fpn_1x")
     assert rpn == [n for n in names if not n.startswith(("arg bbox_", "arg im_info",
                                                          "arg gt_boxes", "arg gt_crowd"))]
+
+
+def test_c5_red_cascade_is_the_v2_backbone_a_reduce_conv_and_the_fpn_cascade_heads():
+    """cascade_r50v2_c5_red_1x: the v2 classifier's names (res5 dilated, with its final bn1),
+    the reduce conv, and the FPN cascade's per-stage head names (no FPN)."""
+    red = read_golden("cascade_r50v2_c5_red_1x")
+    for expected in ("arg bn_data_gamma", "arg stage4_unit3_conv3_weight", "arg bn1_gamma",
+                     "aux bn1_moving_var", "arg c5_reduce_conv_weight",
+                     "arg c5_reduce_conv_bias", "arg rpn_conv_3x3_weight"):
+        assert expected in red
+    assert not any(n.startswith("arg fpn_") for n in red)
+    cascade = read_golden("cascade_r50v1_fpn_1x")
+    assert [n for n in red if n.startswith("arg bbox_")] == [
+        n for n in cascade if n.startswith("arg bbox_")]
 
 
 def test_trident_branches_add_no_parameters():
