@@ -65,3 +65,16 @@ def test_config_switch_reaches_the_step():
     assert default_step(cfg).rescale.max_norm == 10.0
     cfg = load_config("config/shapes/faster_fpn.py", ["precision=bf16", "train.clip_grad_norm=5"])
     assert default_step(cfg).rescale.max_norm == 5.0
+
+
+def test_gradient_norm_matches_numpy():
+    data = batch(seed=5)
+    module = GraphModule(tiny_graph(), ["x", "s"], [mx.cpu(0)])
+    data_batch = to_data_batch(data, ["x", "s"])
+    module.bind(data_batch)
+    module.init_params(mx.init.Uniform(0.5))
+    module.forward_backward(data_batch)
+    grads = [g.asnumpy().astype(np.float64) for _, g in module.named_gradients()]
+    expected = np.sqrt(sum(float((g ** 2).sum()) for g in grads))
+    assert expected > 0
+    assert module.gradient_norm() == pytest.approx(expected, rel=1e-4)
