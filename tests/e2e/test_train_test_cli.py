@@ -30,6 +30,8 @@ FAMILIES = {
     "faster": (REPO / "config" / "shapes" / "faster_fpn.py", ["rpn.min_box_size=0"]),
     # 4 iterations leave every probability near the 0.01 prior: a threshold below it
     "retina": (REPO / "config" / "shapes" / "retina_fpn.py", ["test.score_thresh=0.001"]),
+    # three stacked branches on the batch axis, merged by NMS at test (README's commands)
+    "trident": (REPO / "config" / "shapes" / "trident_c4.py", ["rpn.min_box_size=0"]),
 }
 CATEGORIES = {3: "circle", 7: "square"}  # json ids with a gap, mapped to labels 1, 2
 # (image id, height, width): ids not 1..N; landscape and portrait; scales 1, 0.5, 0.67, 2
