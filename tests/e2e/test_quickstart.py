@@ -7,7 +7,7 @@ config's goal. This is what guards the
 README's numbers: a change that slows learning down (a schedule, an init, a loss weight, a
 sampler) passes every quick test and shows here.
 
-config/shapes/faster_fpn.py: 2400 iterations, 13 min on 2 idle cores (README: AP 0.556), so
+config/shapes/faster_fpn.py: 2400 iterations, 9-11 min on 2 idle cores (README: AP 0.552), so
 about 15 min with the test. A family's quickstart joins QUICKSTARTS with its goal when it lands.
 config/shapes/cascade_fpn.py: the same model and schedule with three cascade stages (README: AP
 0.694, AP75 0.791); its goal is the issue's, AP75 at least 0.03 above Faster's 0.645.
