@@ -364,9 +364,7 @@ class ResNet(Backbone):
         features = {}
         for stage in range(1, self.last_stage + 1):
             if stage == 4 and self.res5_dilation > 1:
-                x = self.stage(x, stage, stride=1, dilate=self.res5_dilation)
-                if self.variant == "v2":
-                    x = self._relu(self._norm(x, "bn1", self.out_channels(4)), "relu1")
+                x = self._v2_final_norm(self.stage(x, stage, stride=1, dilate=self.res5_dilation))
             else:
                 x = self.stage(x, stage, stride=1 if stage == 1 else 2)
             features[_FEATURE_OF_STAGE[stage]] = x
@@ -388,9 +386,14 @@ class ResNet(Backbone):
             x = self.stage(data, 4, stride, in_channels=self.out_channels(3))
         finally:
             self._on_rois = False
-        if self.variant == "v2":
-            x = self._relu(self._norm(x, "bn1", self.out_channels(4)), "relu1")
-        return x
+        return self._v2_final_norm(x)
+
+    def _v2_final_norm(self, x):
+        """res5's output as the classifier hands it on: v2 (pre-activation) adds its final norm
+        ``bn1`` and relu; the other variants' units already end activated."""
+        if self.variant != "v2":
+            return x
+        return self._relu(self._norm(x, "bn1", self.out_channels(4)), "relu1")
 
     def param_patterns(self):
         """``^(bn_data|conv0|bn0|bn1|stage[1-4]_unit[0-9]+)_``: the stem, every unit of
