@@ -55,20 +55,16 @@ def main(argv=None):
     from simpledet.engine.checkpoint import CheckpointError, find_checkpoint
     from simpledet.engine.cli import (
         CliError,
-        config_of_experiment,
         fail,
-        load_cli_config,
+        load_experiment_config,
         prepare_split,
-        set_debug,
+        start_cli,
     )
     from simpledet.engine.proposals import NotProposalsError, require_proposals
-    from simpledet.utils.logging import setup_logging
 
-    set_debug(args.debug)
-    setup_logging()
+    start_cli(args)
     try:
-        cfg, overrides = load_cli_config(args)
-        cfg = config_of_experiment(cfg, overrides)
+        cfg = load_experiment_config(args)
         if args.dump_proposals:
             require_proposals(type(cfg).detector_class)
         prepare_split(cfg, "val")

@@ -72,20 +72,16 @@ def main(argv=None):
     from simpledet.engine.checkpoint import CheckpointError
     from simpledet.engine.cli import (
         CliError,
-        config_of_experiment,
         fail,
-        load_cli_config,
-        set_debug,
+        load_experiment_config,
+        start_cli,
     )
-    from simpledet.utils.logging import setup_logging
 
-    set_debug(args.debug)
-    setup_logging()
+    start_cli(args)
     if not 0.0 <= args.score <= 1.0:
         return fail(f"--score {args.score}: expected a score threshold in [0, 1]")
     try:
-        cfg, overrides = load_cli_config(args)
-        cfg = config_of_experiment(cfg, overrides)
+        cfg = load_experiment_config(args)
     except CliError as err:
         return fail(str(err))
 

@@ -131,19 +131,15 @@ def main(argv=None):
     from simpledet.engine.checkpoint import CheckpointError
     from simpledet.engine.cli import (
         CliError,
-        config_of_experiment,
         fail,
-        load_cli_config,
-        set_debug,
+        load_experiment_config,
+        start_cli,
     )
-    from simpledet.utils.logging import setup_logging
 
-    set_debug(args.debug)
-    setup_logging()
+    start_cli(args)
     try:
         _check_shape_args(args)
-        cfg, overrides = load_cli_config(args)
-        cfg = config_of_experiment(cfg, overrides)
+        cfg = load_experiment_config(args)
     except CliError as err:
         return fail(str(err))
 

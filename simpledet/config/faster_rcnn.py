@@ -192,6 +192,9 @@ class RpnConfig(Section):
         train_pre_nms / train_post_nms / test_pre_nms / test_post_nms: proposal counts.
         nms_iou: IoU threshold of the proposal NMS.
         min_box_size: proposals smaller than this (input pixels) are dropped; 0 keeps all.
+        reg_beta: smooth L1 transition of the anchor regression loss (SimpleDet's sigma 3 =
+            1/9; 0: L1, detectron2's RPN default).
+        reg_loss_weight: multiplies the anchor regression loss (the logged value is weighted).
     """
 
     anchor_scales: tuple[float, ...] = field((8.0,), check=all_positive)
@@ -209,6 +212,8 @@ class RpnConfig(Section):
     test_post_nms: int = field(1000, check=positive)
     nms_iou: float = field(0.7, check=fraction)
     min_box_size: float = field(0.0, check=non_negative)
+    reg_beta: float = field(1.0 / 9.0, check=non_negative)
+    reg_loss_weight: float = field(1.0, check=positive)
 
     @property
     def num_anchors(self) -> int:

@@ -28,6 +28,14 @@ def set_debug(enabled):
     _debug = bool(enabled)
 
 
+def start_cli(args):
+    """What every command does first: ``--debug`` and console logging."""
+    from simpledet.utils.logging import setup_logging
+
+    set_debug(args.debug)
+    setup_logging()
+
+
 def fail(message, code=2):
     """Prints ``error: message`` to stderr; returns the exit code.
 
@@ -79,6 +87,14 @@ def prepare_split(cfg, split):
 def saved_config_path(cfg):
     """The resolved config a training run wrote into its experiment folder."""
     return os.path.join(cfg.experiment_dir, "config.json")
+
+
+def load_experiment_config(args):
+    """The config a trained experiment is used with (tester, demo, export): the command's
+    config and overrides (:func:`load_cli_config`) resolved against the experiment's saved
+    config (:func:`config_of_experiment`). Raises CliError on bad context flags."""
+    cfg, overrides = load_cli_config(args)
+    return config_of_experiment(cfg, overrides)
 
 
 def config_of_experiment(cfg, overrides):

@@ -130,3 +130,30 @@ def test_proposals_decoded_from_the_targets_are_the_gt_boxes(setup):
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-3)
         height, width = IM_INFO[b, :2]
         assert rois[b, :, [1, 3]].max() <= width - 1 and rois[b, :, [2, 4]].max() <= height - 1
+
+
+def test_reg_beta_zero_is_weighted_l1(setup):
+    """rpn.reg_beta = 0 makes the anchor regression loss L1; rpn.reg_loss_weight scales it."""
+    cfg, _, levels, _, batch = setup
+    tuned = cfg.copy()
+    tuned.rpn.reg_beta = 0.0
+    tuned.rpn.reg_loss_weight = 2.5
+    tuned.freeze()
+    head = FasterRcnn(tuned).rpn_head
+    names = [f"p{i}" for i in range(len(levels))]
+    deltas = [mx.sym.var(f"delta_{n}") for n in names]
+    logits = [mx.sym.var(f"logit_{n}") for n in names]
+    label, target, weight = (mx.sym.var(n) for n in ("rpn_label", "rpn_target", "rpn_weight"))
+    reg = head.get_loss(logits, deltas, label, target, weight)["rpn_reg_loss"]
+    num_anchors = cfg.rpn.num_anchors
+    rng = np.random.default_rng(2)
+    pred = rng.normal(0, 0.05, batch["targets"].shape).astype(np.float32)  # mostly |d| < 1/9
+    args = {"rpn_label": batch["labels"], "rpn_target": batch["targets"],
+            "rpn_weight": batch["weights"]}
+    for name, delta_map in zip(names, level_maps(pred, levels, num_anchors, 4)):
+        args[f"delta_{name}"] = delta_map
+    args = {k: mx.nd.array(v) for k, v in args.items() if k in reg.list_arguments()}
+    (value,) = (o.asnumpy() for o in reg.bind(mx.cpu(), args).forward())
+    count = (batch["labels"] >= 0).sum()
+    l1 = np.abs(pred - batch["targets"]) * batch["weights"]
+    np.testing.assert_allclose(value, [2.5 * l1.sum() / count], rtol=1e-5)

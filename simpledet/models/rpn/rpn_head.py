@@ -6,8 +6,9 @@ Choices (documented in the report of issue 4):
   channels: half the channels, and the foreground probability is what pyramid_proposal reads.
 - Weights are shared by every level: one set of variables, applied per level.
 - Loss: binary cross-entropy over the sampled anchors (label != -1) and smooth L1 with
-  beta = 1/9 (SimpleDet's sigma 3) on rpn_target where rpn_weight is 1; both divided by the
-  number of sampled anchors of the batch on this device.
+  beta = ``rpn.reg_beta`` (default 1/9, SimpleDet's sigma 3) on rpn_target where rpn_weight is
+  1, times ``rpn.reg_loss_weight``; both divided by the number of sampled anchors of the batch
+  on this device.
 - Proposals: sigmoid probabilities and deltas through ``simpledet.ops.pyramid_proposal``
   (joint NMS over levels), then ``simpledet.ops.proposal_target`` with the gt boxes (and, with
   ``roi_sampler.crowd_iof``, the crowd regions: would-be background proposals on them are
@@ -23,9 +24,6 @@ from simpledet.models.rpn.base import RpnHeadBase
 from simpledet.ops import proposal_target, pyramid_proposal
 
 __all__ = ["RpnHead"]
-
-_RPN_REG_BETA = 1.0 / 9.0
-
 
 class RpnHead(RpnHeadBase):
     """RPN over one (C4) or several (FPN) levels.
@@ -101,10 +99,13 @@ class RpnHead(RpnHeadBase):
             deltas = self._flatten_levels(bbox_deltas, "bbox_delta")
             count = losses.sampled_count(rpn_label, "loss_count")
             cls_sum = losses.sigmoid_bce_sum(logits, rpn_label, "cls_bce")
-            reg_sum = losses.smooth_l1_sum(deltas, rpn_target, rpn_weight, _RPN_REG_BETA,
-                                           "reg")
+            reg_sum = losses.smooth_l1_sum(deltas, rpn_target, rpn_weight,
+                                           self.rpn_cfg.reg_beta, "reg")
+            reg_loss = losses.normalize(reg_sum, count, "reg_normalized")
+            if self.rpn_cfg.reg_loss_weight != 1.0:
+                reg_loss = reg_loss * float(self.rpn_cfg.reg_loss_weight)
             return {"rpn_cls_loss": losses.normalize(cls_sum, count, "cls_normalized"),
-                    "rpn_reg_loss": losses.normalize(reg_sum, count, "reg_normalized")}
+                    "rpn_reg_loss": reg_loss}
 
     def get_all_proposal(self, cls_logits, bbox_deltas, im_info, training):
         """Proposals (B * post_nms, 5) with the train or test pre/post-NMS counts."""
