@@ -44,7 +44,8 @@ class DatasetConfig(Section):
 
     Attributes:
         root: dataset folder.
-        train_split / val_split: split names, e.g. 'train2017', 'val2017'.
+        train_split / val_split: split names, e.g. 'train2017', 'val2017' (a synthetic dataset's
+            are fixed: 'train' and 'val').
         train_ann_file / train_image_dir / val_ann_file / val_image_dir: explicit paths, or
             None for the default layout.
         class_names: the K foreground classes in label order (label l is class_names[l - 1]);
@@ -132,6 +133,13 @@ class DatasetConfig(Section):
         duplicates = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
         if duplicates:
             raise self.error("class_names", f"has duplicates: {duplicates}")
+        if self.synthetic != "none":
+            # the bundled datasets' splits are fixed: a changed split would be silently unused
+            for name in ("train_split", "val_split"):
+                if getattr(self, name) != self._fields[name].default:
+                    raise self.error(name, f"does not apply to synthetic '{self.synthetic}' data "
+                                     "(its splits are 'train' and 'val'); evaluate other files "
+                                     "with dataset.val_ann_file and dataset.val_image_dir")
         if self.synthetic == "photos":
             for name in ("synthetic_train", "synthetic_val", "synthetic_seed"):
                 if getattr(self, name) != self._fields[name].default:

@@ -26,6 +26,7 @@ from simpledet.config.common import (  # noqa: F401  (re-exported: configs impor
     TrainConfig,
 )
 from simpledet.config.schema import (
+    Check,
     ConfigError,
     Section,
     all_positive,
@@ -188,7 +189,8 @@ class RpnConfig(Section):
         neg_iou: anchors with max IoU < neg_iou are negative.
         min_pos_iou: each box's best anchors (ties included) are also positive if their IoU is
             > 0 and >= this (0: always, as py-faster-rcnn and detectron2).
-        allowed_border: anchors reaching further than this outside the image are ignored.
+        allowed_border: anchors reaching further than this outside the image are ignored
+            (py-faster-rcnn and SimpleDet: 0); -1 keeps them all (detectron2, mmdetection).
         train_pre_nms / train_post_nms / test_pre_nms / test_post_nms: proposal counts.
         nms_iou: IoU threshold of the proposal NMS.
         min_box_size: proposals smaller than this (input pixels) are dropped; 0 keeps all.
@@ -205,7 +207,8 @@ class RpnConfig(Section):
     pos_iou: float = field(0.7, check=fraction)
     neg_iou: float = field(0.3, check=fraction)
     min_pos_iou: float = field(0.0, check=fraction)
-    allowed_border: int = field(0, check=non_negative)
+    allowed_border: int = field(0, check=Check(lambda v: v >= -1, "must be >= 0, or -1 (keep "
+                                                   "the anchors that cross the image)"))
     train_pre_nms: int = field(2000, check=positive)
     train_post_nms: int = field(2000, check=positive)
     test_pre_nms: int = field(1000, check=positive)

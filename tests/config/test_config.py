@@ -192,6 +192,11 @@ def test_value_rules_and_cross_field_rules():
         load_config(R50_FPN, ["backbone.resnext_groups=64"])
     with pytest.raises(ConfigError, match="at or after train.iters_at_batch16"):
         load_config(R50_FPN, ["train.iters_at_batch16=70000"])
+    with pytest.raises(ConfigError, match="'dataset.val_split' does not apply to synthetic"):
+        load_config(R50_FPN, ["dataset.synthetic=shapes", "dataset.val_split=train"])
+    cfg.rpn.allowed_border = -1  # keep every anchor (detectron2)
+    with pytest.raises(ConfigError, match=r"'rpn.allowed_border' must be >= 0, or -1 .*got -2"):
+        cfg.rpn.allowed_border = -2
 
 
 def test_crowd_fields_are_validated_and_none_or_zero_turn_the_crowd_input_off():
