@@ -11,8 +11,8 @@ config/shapes/faster_fpn.py: 2400 iterations, 9-11 min on 2 idle cores (README: 
 about 15 min with the test. A family's quickstart joins QUICKSTARTS with its goal when it lands.
 config/shapes/cascade_fpn.py: the same model and schedule with three cascade stages (README: AP
 0.694, AP75 0.791); its goal is the issue's, AP75 at least 0.03 above Faster's 0.645.
-config/shapes/rpn_fpn.py: 1600 iterations, 7-9 min (README: AR@100 0.503); its goal is set below
-that measurement (the issue's 0.6 is not reached yet).
+config/shapes/rpn_fpn.py: 3200 iterations, about 11 min (README: AR@100 0.604, measured with one
+thread beside another run: rounding differs with two); its goal is set below that measurement.
 """
 import json
 import os
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 # (config, evaluation, {its summary key: minimum}) of each family's quickstart
 QUICKSTARTS = [("config/shapes/faster_fpn.py", "bbox", {"AP": 0.5}),
                ("config/shapes/cascade_fpn.py", "bbox", {"AP": 0.6, "AP75": 0.675}),
-               ("config/shapes/rpn_fpn.py", "proposal", {"AR100": 0.45})]
+               ("config/shapes/rpn_fpn.py", "proposal", {"AR100": 0.55})]
 TRAIN_TIMEOUT = 60 * 60  # seconds: 4x the measured time, for a busy machine
 
 
